@@ -1,0 +1,127 @@
+//! Findings: what a rule says about one credential of one user.
+//!
+//! A finding is the unit everything downstream works on: plugins see a list
+//! of them and answer by index, the plan refers to them, the journal stores them.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Rule;
+
+/// Which credential of a user a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credential {
+    /// The console password (login profile).
+    Password,
+    /// Access key slot 1 of the credential report.
+    AccessKey1,
+    /// Access key slot 2 of the credential report.
+    AccessKey2,
+}
+
+impl Credential {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::Password => "password",
+            Credential::AccessKey1 => "access_key_1",
+            Credential::AccessKey2 => "access_key_2",
+        }
+    }
+
+    pub fn is_access_key(self) -> bool {
+        !matches!(self, Credential::Password)
+    }
+
+    /// The key slot (1 or 2), if this is an access key.
+    pub fn slot(self) -> Option<u8> {
+        match self {
+            Credential::Password => None,
+            Credential::AccessKey1 => Some(1),
+            Credential::AccessKey2 => Some(2),
+        }
+    }
+}
+
+impl std::fmt::Display for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which report field the finding's timestamp came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    PasswordLastUsed,
+    PasswordLastChanged,
+    UserCreationTime,
+    KeyLastUsed,
+    KeyLastRotated,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::PasswordLastUsed => "password_last_used",
+            Basis::PasswordLastChanged => "password_last_changed",
+            Basis::UserCreationTime => "user_creation_time",
+            Basis::KeyLastUsed => "last_used_date",
+            Basis::KeyLastRotated => "last_rotated",
+        }
+    }
+}
+
+/// One control id of a benchmark that a finding maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Control {
+    /// The framework and version, e.g. `"CIS v1.2"` or `"Security Hub"`.
+    pub framework: Cow<'static, str>,
+    /// The control id inside it, e.g. `"1.4"` or `"IAM.3"`.
+    pub id: Cow<'static, str>,
+}
+
+/// Why a finding can never be acted on, whatever a plugin asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protection {
+    /// The `<root_account>` row: reported, never remediated.
+    Root,
+    /// The access key the engine itself is running with.
+    OwnKey,
+}
+
+/// A credential that breaks a rule of a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub policy: String,
+    pub rule: Rule,
+    pub user: String,
+    pub arn: String,
+    pub credential: Credential,
+    /// The access key id, once resolved against the account (`None` from a report file).
+    pub key_id: Option<String>,
+    /// The timestamp the age was computed from.
+    pub timestamp: DateTime<Utc>,
+    /// The report field that timestamp came from.
+    pub basis: Basis,
+    /// Whole days between `timestamp` and `now`.
+    pub age_days: i64,
+    pub threshold_days: u32,
+    /// One line, for humans.
+    pub reason: String,
+    pub controls: Vec<Control>,
+    /// The user matches the policy's `exempt_users`: visible, never acted on.
+    pub exempt: bool,
+    /// Set when the finding may never be remediated (root, the engine's own key).
+    pub protected: Option<Protection>,
+}
+
+impl Finding {
+    /// Whether the host may act on this finding at all.
+    pub fn remediable(&self) -> bool {
+        !self.exempt && self.protected.is_none()
+    }
+}

@@ -1,0 +1,19 @@
+//! The pure, synchronous core of engine.
+//!
+//! Everything here is a plain type or a plain function, so each stage of
+//! `policies -> report -> findings -> plan` can be tested alone: no tokio, no
+//! AWS, no wasmtime, no I/O beyond reading the files it is pointed at.
+
+pub mod finding;
+pub mod plan;
+pub mod policy;
+pub mod report;
+pub mod rules;
+
+pub use finding::{Basis, Control, Credential, Finding, Protection};
+pub use plan::{
+    ActionKind, DenyReason, FailureKind, Grants, PlannedAction, PolicyFailure, PolicyPlan,
+    Proposal, Refusal,
+};
+pub use policy::{Mode, Policy, PolicySet, Rule};
+pub use report::{CredentialReport, ReportError};

@@ -1,0 +1,336 @@
+//! The plan: what the plugins asked for, after the host checked every request.
+//!
+//! Plugins decide, the host acts. A plugin answers with [`Proposal`]s that name
+//! a finding by index; [`check_proposals`] turns them into a [`PolicyPlan`]
+//! that holds only actions the policy allows, and says why it refused the rest.
+//! This is the last gate before anything is deleted, so it is pure and small.
+
+use serde::{Deserialize, Serialize};
+
+use crate::finding::{Credential, Finding, Protection};
+use crate::policy::{Mode, Rule};
+
+/// What a plugin may ask the host to do about one finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    DeleteAccessKey,
+    DeactivateAccessKey,
+    DeleteLoginProfile,
+    /// Deliberately do nothing (with a reason).
+    None,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 4] = [
+        ActionKind::DeleteAccessKey,
+        ActionKind::DeactivateAccessKey,
+        ActionKind::DeleteLoginProfile,
+        ActionKind::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::DeleteAccessKey => "delete-access-key",
+            ActionKind::DeactivateAccessKey => "deactivate-access-key",
+            ActionKind::DeleteLoginProfile => "delete-login-profile",
+            ActionKind::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ActionKind> {
+        ActionKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether this kind changes the account.
+    pub fn mutates(self) -> bool {
+        !matches!(self, ActionKind::None)
+    }
+
+    /// Whether this kind can be applied to that credential.
+    pub fn fits(self, credential: Credential) -> bool {
+        match self {
+            ActionKind::DeleteAccessKey | ActionKind::DeactivateAccessKey => {
+                credential.is_access_key()
+            }
+            ActionKind::DeleteLoginProfile => credential == Credential::Password,
+            ActionKind::None => true,
+        }
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One request of a plugin, before the host checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// Index into the findings the plugin was given.
+    pub finding: u32,
+    pub kind: ActionKind,
+    /// Why (required for `none`, optional otherwise).
+    pub reason: Option<String>,
+}
+
+/// An action the host accepted into the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedAction {
+    pub policy: String,
+    pub action: ActionKind,
+    pub user: String,
+    pub arn: String,
+    pub credential: Credential,
+    pub key_id: Option<String>,
+    /// Index of the finding in the policy's findings.
+    pub finding: usize,
+    pub reason: Option<String>,
+}
+
+/// Why the host refused a plugin's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DenyReason {
+    /// The action kind does not apply to the credential (e.g. a login profile on a key).
+    KindMismatch,
+    /// The policy's plugin was not granted that action kind (`[plugin.NAME] allow`).
+    NotGranted,
+    /// The user is exempt under the policy.
+    Exempt,
+    /// The root account is never remediated.
+    Root,
+    /// The engine never acts on the key it is running with.
+    OwnKey,
+    /// An access-key action whose key id could not be resolved unambiguously.
+    UnresolvedKey,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::KindMismatch => "kind-mismatch",
+            DenyReason::NotGranted => "not-granted",
+            DenyReason::Exempt => "exempt",
+            DenyReason::Root => "root",
+            DenyReason::OwnKey => "own-key",
+            DenyReason::UnresolvedKey => "unresolved-key",
+        }
+    }
+}
+
+/// A request the host refused, kept visible in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub policy: String,
+    pub action: ActionKind,
+    pub user: String,
+    pub credential: Credential,
+    pub key_id: Option<String>,
+    pub finding: usize,
+    pub reason: DenyReason,
+    pub message: String,
+}
+
+/// The typed reason a whole policy produced no plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The plugin could not be loaded: missing, bad sha256, not a component, unknown imports.
+    Load,
+    /// The plugin was built against a contract version this host does not support.
+    Version,
+    /// The plugin ran past its `timeout_ms`.
+    Timeout,
+    /// The plugin tried to grow its memory past `memory_mb`.
+    MemoryLimit,
+    /// The plugin trapped (panic, unreachable, stack overflow...).
+    Trap,
+    /// The plugin returned something the host cannot accept (bad index, too many actions...).
+    InvalidOutput,
+    /// The plugin returned an error of its own.
+    PluginError,
+    /// The plan is larger than `max_actions_per_run`: refused whole.
+    BlastRadius,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Load => "load",
+            FailureKind::Version => "version",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::Trap => "trap",
+            FailureKind::InvalidOutput => "invalid-output",
+            FailureKind::PluginError => "plugin-error",
+            FailureKind::BlastRadius => "blast-radius",
+        }
+    }
+}
+
+/// Why a policy's run failed; the other policies still run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+/// The plan of one policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyPlan {
+    pub policy: String,
+    pub rule: Rule,
+    pub mode: Mode,
+    /// The plugin that decided (the policy's `action`).
+    pub plugin: String,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<PlannedAction>,
+    pub refused: Vec<Refusal>,
+    pub failure: Option<PolicyFailure>,
+}
+
+/// What the host needs to know about a policy to check its plugin's answer.
+#[derive(Debug, Clone)]
+pub struct Grants<'a> {
+    pub policy: &'a str,
+    /// The plugin's name, for messages.
+    pub plugin: &'a str,
+    /// Action kinds the plugin may use (`none` is always allowed).
+    pub allow: &'a [ActionKind],
+    /// `max_actions_per_run`; `None` means no cap.
+    pub max_actions: Option<u32>,
+    /// Whether access-key actions need a resolved key id (true against a live account).
+    pub require_key_id: bool,
+}
+
+/// Check a plugin's proposals against the policy and its findings.
+///
+/// Structural problems (an index out of range, two actions for one finding)
+/// mean the plugin is broken: the whole policy fails with `InvalidOutput`.
+/// Requests the policy does not allow are refused one by one and kept visible.
+/// If the accepted actions that change something exceed the blast-radius cap,
+/// nothing is planned for the policy at all.
+pub fn check_proposals(
+    grants: &Grants<'_>,
+    findings: &[Finding],
+    proposals: &[Proposal],
+) -> Result<(Vec<PlannedAction>, Vec<Refusal>), PolicyFailure> {
+    let mut seen = vec![false; findings.len()];
+    let mut actions = Vec::new();
+    let mut refused = Vec::new();
+    for (n, p) in proposals.iter().enumerate() {
+        let idx = p.finding as usize;
+        let Some(finding) = findings.get(idx) else {
+            return Err(PolicyFailure {
+                kind: FailureKind::InvalidOutput,
+                message: format!(
+                    "action #{n} names finding {idx}, but the plugin was given {} finding(s)",
+                    findings.len()
+                ),
+            });
+        };
+        if std::mem::replace(&mut seen[idx], true) {
+            return Err(PolicyFailure {
+                kind: FailureKind::InvalidOutput,
+                message: format!("action #{n} names finding {idx} a second time"),
+            });
+        }
+        if p.kind == ActionKind::None {
+            actions.push(planned(grants.policy, finding, idx, p));
+            continue;
+        }
+        let deny = if !p.kind.fits(finding.credential) {
+            Some((
+                DenyReason::KindMismatch,
+                format!("{} does not apply to {}", p.kind, finding.credential),
+            ))
+        } else if !grants.allow.contains(&p.kind) {
+            Some((
+                DenyReason::NotGranted,
+                format!(
+                    "{} is not granted to plugin {:?} (allow = [{}])",
+                    p.kind,
+                    grants.plugin,
+                    grants
+                        .allow
+                        .iter()
+                        .map(|k| format!("{:?}", k.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        } else if finding.protected == Some(Protection::Root) {
+            Some((
+                DenyReason::Root,
+                "the root account is never remediated".to_string(),
+            ))
+        } else if finding.protected == Some(Protection::OwnKey) {
+            Some((
+                DenyReason::OwnKey,
+                "this is the access key the engine is running with".to_string(),
+            ))
+        } else if finding.exempt {
+            Some((
+                DenyReason::Exempt,
+                format!("user {:?} is exempt under this policy", finding.user),
+            ))
+        } else if grants.require_key_id
+            && finding.credential.is_access_key()
+            && finding.key_id.is_none()
+        {
+            Some((
+                DenyReason::UnresolvedKey,
+                "the key id of this slot could not be resolved".to_string(),
+            ))
+        } else {
+            None
+        };
+        match deny {
+            Some((reason, message)) => refused.push(Refusal {
+                policy: grants.policy.to_string(),
+                action: p.kind,
+                user: finding.user.clone(),
+                credential: finding.credential,
+                key_id: finding.key_id.clone(),
+                finding: idx,
+                reason,
+                message,
+            }),
+            None => actions.push(planned(grants.policy, finding, idx, p)),
+        }
+    }
+    let mutating = actions.iter().filter(|a| a.action.mutates()).count();
+    if let Some(cap) = grants.max_actions
+        && mutating > cap as usize
+    {
+        return Err(PolicyFailure {
+            kind: FailureKind::BlastRadius,
+            message: format!(
+                "the plan has {mutating} actions, more than max_actions_per_run = {cap}; \
+                 nothing will be done for this policy (raise the cap or narrow the policy)"
+            ),
+        });
+    }
+    Ok((actions, refused))
+}
+
+fn planned(policy: &str, f: &Finding, idx: usize, p: &Proposal) -> PlannedAction {
+    PlannedAction {
+        policy: policy.to_string(),
+        action: p.kind,
+        user: f.user.clone(),
+        arn: f.arn.clone(),
+        credential: f.credential,
+        key_id: f.key_id.clone(),
+        finding: idx,
+        reason: p.reason.clone(),
+    }
+}

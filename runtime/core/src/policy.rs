@@ -1,0 +1,1024 @@
+//! Policies: the TOML a user writes, validated into a [`PolicySet`].
+//!
+//! Validation runs in two phases, the way cargo-deny does it: the files are
+//! parsed into spanned TOML tables, then every table is checked and *every*
+//! problem becomes a diagnostic with file, line, column and a snippet, so a
+//! user fixes a whole directory in one pass. Nothing is planned from a
+//! directory with any error.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use codespan_reporting::diagnostic::{Diagnostic, Label};
+use codespan_reporting::files::SimpleFiles;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::plan::ActionKind;
+
+/// The CIS rule a policy evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Rule {
+    /// Credentials unused for `max_unused_days` or more.
+    #[serde(rename = "cis-1.3")]
+    Cis13,
+    /// Active access keys not rotated for more than `max_key_age_days`.
+    #[serde(rename = "cis-1.4")]
+    Cis14,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Cis13 => "cis-1.3",
+            Rule::Cis14 => "cis-1.4",
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a policy may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Plan and (under `apply` or the daemon) act.
+    Enforce,
+    /// Plan and show, never act, even under `apply`.
+    Report,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Report => "report",
+        }
+    }
+}
+
+/// The default threshold of both rules, in days.
+pub const DEFAULT_THRESHOLD_DAYS: u32 = 90;
+/// The plugin a policy uses when it names no `action`.
+pub const DEFAULT_ACTION: &str = "delete-expired-keys";
+/// Default wall-clock limit of one plugin call.
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+/// Default linear-memory limit of a plugin.
+pub const DEFAULT_MEMORY_MB: u64 = 64;
+
+/// The plugins shipped inside the binary and the action kinds each is granted by default.
+pub const BUILTIN_PLUGINS: &[(&str, &[ActionKind])] = &[
+    (
+        "delete-expired-keys",
+        &[ActionKind::DeleteAccessKey, ActionKind::None],
+    ),
+    (
+        "deactivate-unused-credentials",
+        &[
+            ActionKind::DeactivateAccessKey,
+            ActionKind::DeleteLoginProfile,
+            ActionKind::None,
+        ],
+    ),
+];
+
+/// What an external plugin is granted when its `[plugin.NAME]` has no `allow`:
+/// only the reversible action. Deletions must be granted explicitly.
+pub const EXTERNAL_DEFAULT_ALLOW: &[ActionKind] =
+    &[ActionKind::DeactivateAccessKey, ActionKind::None];
+
+/// Where a policy or plugin table was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub rule: Rule,
+    /// cis-1.4: a key older than this many days is a finding.
+    pub max_key_age_days: u32,
+    /// cis-1.3: a credential unused for this many days or more is a finding.
+    pub max_unused_days: u32,
+    /// The plugin that decides what to do.
+    pub action: String,
+    pub mode: Mode,
+    /// The patterns as written.
+    pub exempt_users: Vec<String>,
+    exempt: GlobSet,
+    /// Blast radius: a plan with more changing actions is refused whole.
+    pub max_actions_per_run: Option<u32>,
+    /// Cron expression (with seconds) for the daemon, as written.
+    pub schedule: Option<String>,
+    /// Free string parameters handed to the plugin.
+    pub params: BTreeMap<String, String>,
+    pub origin: Origin,
+}
+
+impl Policy {
+    /// The threshold of this policy's rule, in days.
+    pub fn threshold_days(&self) -> u32 {
+        match self.rule {
+            Rule::Cis13 => self.max_unused_days,
+            Rule::Cis14 => self.max_key_age_days,
+        }
+    }
+
+    /// Whether `user` matches one of the policy's `exempt_users` patterns.
+    pub fn is_exempt(&self, user: &str) -> bool {
+        self.exempt.is_match(user)
+    }
+}
+
+/// Where a plugin's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Embedded in the `engine` binary.
+    Builtin,
+    /// A `.wasm` component on disk, pinned by its sha256 (lowercase hex).
+    File { path: PathBuf, sha256: String },
+}
+
+/// A plugin's configuration (`[plugin.NAME]`, or the defaults of a builtin).
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    pub source: PluginSource,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    /// Action kinds the plugin may ask for.
+    pub allow: Vec<ActionKind>,
+    pub origin: Option<Origin>,
+}
+
+/// Every policy and plugin of a directory, validated as a whole.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    /// Sorted by name.
+    pub policies: Vec<Policy>,
+    /// Every plugin some policy uses, by name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+impl PolicySet {
+    pub fn plugin(&self, name: &str) -> Option<&PluginConfig> {
+        self.plugins.get(name)
+    }
+}
+
+/// All the problems of a policy directory, ready to render.
+pub struct PolicyErrors {
+    pub files: SimpleFiles<String, String>,
+    pub diagnostics: Vec<Diagnostic<usize>>,
+}
+
+impl std::fmt::Debug for PolicyErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyErrors")
+            .field("diagnostics", &self.diagnostics)
+            .finish()
+    }
+}
+
+impl PolicyErrors {
+    /// Render every diagnostic as plain text (no colour).
+    pub fn render_plain(&self) -> String {
+        let config = codespan_reporting::term::Config::default();
+        let mut out = String::new();
+        for d in &self.diagnostics {
+            if let Ok(s) = codespan_reporting::term::emit_into_string(&config, &self.files, d) {
+                out.push_str(&s);
+            }
+        }
+        out
+    }
+
+    /// The stable codes of the diagnostics, in order.
+    pub fn codes(&self) -> Vec<&str> {
+        self.diagnostics
+            .iter()
+            .filter_map(|d| d.code.as_deref())
+            .collect()
+    }
+}
+
+/// A diagnostic being built, before it has a file id.
+struct Problem {
+    code: &'static str,
+    message: String,
+    labels: Vec<(usize, Range<usize>, String)>,
+    notes: Vec<String>,
+}
+
+impl Problem {
+    fn new(code: &'static str, message: impl Into<String>) -> Problem {
+        Problem {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+    fn at(mut self, file: usize, span: Range<usize>, label: impl Into<String>) -> Problem {
+        self.labels.push((file, span, label.into()));
+        self
+    }
+    fn note(mut self, note: impl Into<String>) -> Problem {
+        self.notes.push(note.into());
+        self
+    }
+    fn into_diagnostic(self) -> Diagnostic<usize> {
+        let labels = self
+            .labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, (file, span, msg))| {
+                if i == 0 {
+                    Label::primary(file, span).with_message(msg)
+                } else {
+                    Label::secondary(file, span).with_message(msg)
+                }
+            })
+            .collect();
+        Diagnostic::error()
+            .with_code(self.code)
+            .with_message(self.message)
+            .with_labels(labels)
+            .with_notes(self.notes)
+    }
+}
+
+/// The source of one policy file.
+pub struct PolicyFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Read every `*.toml` of `dir` (not recursive), sorted by name.
+pub fn read_dir(dir: &Path) -> Result<Vec<PolicyFile>, std::io::Error> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            Ok(PolicyFile { path, text })
+        })
+        .collect()
+}
+
+/// Load and validate a policy directory.
+pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+    match read_dir(dir) {
+        Ok(files) if files.is_empty() => Err(single_error(
+            "no-policies",
+            format!(
+                "no policy files (*.toml) in {}: nothing to check",
+                dir.display()
+            ),
+        )),
+        Ok(files) => validate(files),
+        Err(e) => Err(single_error(
+            "unreadable",
+            format!("cannot read policy directory {}: {e}", dir.display()),
+        )),
+    }
+}
+
+fn single_error(code: &'static str, message: String) -> PolicyErrors {
+    PolicyErrors {
+        files: SimpleFiles::new(),
+        diagnostics: vec![Problem::new(code, message).into_diagnostic()],
+    }
+}
+
+/// Validate policy files as one set: every problem of every file is reported.
+pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
+    let mut db = SimpleFiles::new();
+    let mut problems = Vec::new();
+    let mut policies: Vec<(Policy, usize, Range<usize>)> = Vec::new();
+    let mut plugins: Vec<(PluginConfig, usize, Range<usize>)> = Vec::new();
+
+    let ids: Vec<usize> = files
+        .iter()
+        .map(|f| db.add(f.path.display().to_string(), f.text.clone()))
+        .collect();
+    for (file, id) in files.iter().zip(ids) {
+        let mut ctx = FileCtx {
+            id,
+            path: &file.path,
+            text: &file.text,
+            problems: &mut problems,
+        };
+        let (doc, errors) = DeTable::parse_recoverable(&file.text);
+        if !errors.is_empty() {
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                ctx.problems.push(
+                    Problem::new(
+                        "toml-syntax",
+                        format!("invalid TOML: {}", e.message().trim()),
+                    )
+                    .at(id, span, "here"),
+                );
+            }
+            continue;
+        }
+        ctx.document(doc.get_ref(), &mut policies, &mut plugins);
+    }
+
+    // Duplicate names across (and within) files.
+    let mut by_name: BTreeMap<&str, Vec<(usize, Range<usize>)>> = BTreeMap::new();
+    for (p, id, span) in &policies {
+        by_name
+            .entry(&p.name)
+            .or_default()
+            .push((*id, span.clone()));
+    }
+    for (name, places) in &by_name {
+        if places.len() > 1 {
+            let mut pr = Problem::new(
+                "duplicate-policy",
+                format!("policy {name:?} is defined {} times", places.len()),
+            );
+            for (i, (id, span)) in places.iter().enumerate() {
+                pr = pr.at(
+                    *id,
+                    span.clone(),
+                    if i == 0 {
+                        "first defined here"
+                    } else {
+                        "defined again here"
+                    },
+                );
+            }
+            problems.push(pr.note("policy names must be unique across the directory"));
+        }
+    }
+    let mut plugin_map: BTreeMap<String, PluginConfig> = BTreeMap::new();
+    let mut plugin_places: BTreeMap<String, (usize, Range<usize>)> = BTreeMap::new();
+    for (p, id, span) in plugins {
+        if let Some((first_id, first_span)) = plugin_places.get(&p.name) {
+            problems.push(
+                Problem::new(
+                    "duplicate-plugin",
+                    format!("plugin {:?} is configured twice", p.name),
+                )
+                .at(*first_id, first_span.clone(), "first configured here")
+                .at(id, span, "configured again here"),
+            );
+            continue;
+        }
+        plugin_places.insert(p.name.clone(), (id, span));
+        plugin_map.insert(p.name.clone(), p);
+    }
+    // Every policy's action must name a known plugin.
+    for (p, id, span) in &policies {
+        if plugin_map.contains_key(&p.action) {
+            continue;
+        }
+        match BUILTIN_PLUGINS.iter().find(|(n, _)| *n == p.action) {
+            Some((name, allow)) => {
+                plugin_map.insert(
+                    name.to_string(),
+                    PluginConfig {
+                        name: name.to_string(),
+                        source: PluginSource::Builtin,
+                        timeout_ms: DEFAULT_TIMEOUT_MS,
+                        memory_mb: DEFAULT_MEMORY_MB,
+                        allow: allow.to_vec(),
+                        origin: None,
+                    },
+                );
+            }
+            None => problems.push(
+                Problem::new(
+                    "unknown-plugin",
+                    format!("policy {:?} uses unknown plugin {:?}", p.name, p.action),
+                )
+                .at(*id, span.clone(), "in this policy")
+                .note(format!(
+                    "builtin plugins: {}; an external plugin needs a [plugin.{}] table with source and sha256",
+                    BUILTIN_PLUGINS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p.action
+                )),
+            ),
+        }
+    }
+
+    if !problems.is_empty() {
+        let mut diagnostics: Vec<(usize, usize, Diagnostic<usize>)> = problems
+            .into_iter()
+            .map(|p| {
+                let key = p
+                    .labels
+                    .first()
+                    .map(|(f, s, _)| (*f, s.start))
+                    .unwrap_or((0, 0));
+                (key.0, key.1, p.into_diagnostic())
+            })
+            .collect();
+        diagnostics.sort_by_key(|(f, s, _)| (*f, *s));
+        return Err(PolicyErrors {
+            files: db,
+            diagnostics: diagnostics.into_iter().map(|(_, _, d)| d).collect(),
+        });
+    }
+    let mut policies: Vec<Policy> = policies.into_iter().map(|(p, _, _)| p).collect();
+    policies.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(PolicySet {
+        policies,
+        plugins: plugin_map,
+    })
+}
+
+struct FileCtx<'a> {
+    id: usize,
+    path: &'a Path,
+    text: &'a str,
+    problems: &'a mut Vec<Problem>,
+}
+
+type Entry<'i> = (
+    &'i Spanned<std::borrow::Cow<'i, str>>,
+    &'i Spanned<DeValue<'i>>,
+);
+
+impl FileCtx<'_> {
+    fn err(&mut self, code: &'static str, msg: impl Into<String>, span: Range<usize>, label: &str) {
+        self.problems
+            .push(Problem::new(code, msg).at(self.id, span, label));
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn document(
+        &mut self,
+        doc: &DeTable<'_>,
+        policies: &mut Vec<(Policy, usize, Range<usize>)>,
+        plugins: &mut Vec<(PluginConfig, usize, Range<usize>)>,
+    ) {
+        let mut any = false;
+        for (key, value) in doc.iter() {
+            match key.get_ref().as_ref() {
+                "policy" => {
+                    let Some(table) = self.table(value, "policy") else {
+                        continue;
+                    };
+                    for (name, body) in table.iter() {
+                        any = true;
+                        if let Some(p) = self.policy(name, body) {
+                            policies.push((p, self.id, name.span()));
+                        }
+                    }
+                }
+                "plugin" => {
+                    let Some(table) = self.table(value, "plugin") else {
+                        continue;
+                    };
+                    for (name, body) in table.iter() {
+                        if let Some(p) = self.plugin(name, body) {
+                            plugins.push((p, self.id, name.span()));
+                        }
+                    }
+                }
+                other => self.err(
+                    "unknown-key",
+                    format!("unknown top-level key {other:?}"),
+                    key.span(),
+                    "expected `policy` or `plugin`",
+                ),
+            }
+        }
+        if !any && doc.is_empty() {
+            self.problems.push(
+                Problem::new(
+                    "empty-file",
+                    format!("{} defines no policy", self.path.display()),
+                )
+                .at(self.id, 0..0, "empty file")
+                .note("add a [policy.NAME] table, or remove the file"),
+            );
+        }
+    }
+
+    fn table<'v, 'i>(
+        &mut self,
+        v: &'v Spanned<DeValue<'i>>,
+        what: &str,
+    ) -> Option<&'v DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.err(
+                    "wrong-type",
+                    format!("`{what}` must be a table, found {}", other.type_str()),
+                    v.span(),
+                    "expected a table",
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, v: &Spanned<DeValue<'_>>) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => {
+                self.err(
+                    "wrong-type",
+                    format!("`{key}` must be a string, found {}", other.type_str()),
+                    v.span(),
+                    "expected a string",
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str, v: &Spanned<DeValue<'_>>, range: Range<i64>) -> Option<i64> {
+        let DeValue::Integer(i) = v.get_ref() else {
+            let t = v.get_ref().type_str();
+            self.err(
+                "wrong-type",
+                format!("`{key}` must be an integer, found {t}"),
+                v.span(),
+                "expected an integer",
+            );
+            return None;
+        };
+        let digits = i.as_str().replace('_', "");
+        match i64::from_str_radix(&digits, i.radix()) {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.err(
+                    "invalid-value",
+                    format!(
+                        "`{key}` must be between {} and {}",
+                        range.start,
+                        range.end - 1
+                    ),
+                    v.span(),
+                    "out of range",
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(
+        &mut self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Option<Vec<(String, Range<usize>)>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            let t = v.get_ref().type_str();
+            self.err(
+                "wrong-type",
+                format!("`{key}` must be an array of strings, found {t}"),
+                v.span(),
+                "expected an array of strings",
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push((s.to_string(), item.span())),
+                other => {
+                    ok = false;
+                    self.err(
+                        "wrong-type",
+                        format!("`{key}` items must be strings, found {}", other.type_str()),
+                        item.span(),
+                        "expected a string",
+                    );
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn policy(
+        &mut self,
+        name: &Spanned<std::borrow::Cow<'_, str>>,
+        body: &Spanned<DeValue<'_>>,
+    ) -> Option<Policy> {
+        let pname = name.get_ref().to_string();
+        let name_ok = valid_name(&pname);
+        if !name_ok {
+            self.err(
+                "invalid-name",
+                format!("policy name {pname:?} is not valid"),
+                name.span(),
+                "use letters, digits, `-`, `_` and `.`",
+            );
+        }
+        let table = self.table(body, &format!("policy.{pname}"))?;
+        let before = self.problems.len();
+        let entries: Vec<Entry<'_>> = table.iter().collect();
+
+        let mut rule = None;
+        let mut rule_span = None;
+        let mut max_key_age = None;
+        let mut max_unused = None;
+        let mut action = None;
+        let mut mode = Mode::Enforce;
+        let mut exempt_users = Vec::new();
+        let mut exempt = GlobSetBuilder::new();
+        let mut max_actions = None;
+        let mut schedule = None;
+        let mut params = BTreeMap::new();
+        for (k, v) in entries {
+            let key = k.get_ref().as_ref();
+            match key {
+                "rule" => {
+                    if let Some(s) = self.string(key, v) {
+                        rule_span = Some(v.span());
+                        match s.as_str() {
+                            "cis-1.3" => rule = Some(Rule::Cis13),
+                            "cis-1.4" => rule = Some(Rule::Cis14),
+                            _ => self.err(
+                                "invalid-value",
+                                format!("unknown rule {s:?}"),
+                                v.span(),
+                                "expected \"cis-1.3\" or \"cis-1.4\"",
+                            ),
+                        }
+                    }
+                }
+                "max_key_age_days" => {
+                    max_key_age = self.integer(key, v, 1..3651).map(|n| (n as u32, k.span()))
+                }
+                "max_unused_days" => {
+                    max_unused = self.integer(key, v, 1..3651).map(|n| (n as u32, k.span()))
+                }
+                "action" => {
+                    if let Some(s) = self.string(key, v) {
+                        if valid_name(&s) {
+                            action = Some(s);
+                        } else {
+                            self.err(
+                                "invalid-value",
+                                format!("action {s:?} is not a valid plugin name"),
+                                v.span(),
+                                "use letters, digits, `-`, `_` and `.`",
+                            );
+                        }
+                    }
+                }
+                "mode" => {
+                    if let Some(s) = self.string(key, v) {
+                        match s.as_str() {
+                            "enforce" => mode = Mode::Enforce,
+                            "report" => mode = Mode::Report,
+                            _ => self.err(
+                                "invalid-value",
+                                format!("unknown mode {s:?}"),
+                                v.span(),
+                                "expected \"enforce\" or \"report\"",
+                            ),
+                        }
+                    }
+                }
+                "exempt_users" => {
+                    if let Some(items) = self.strings(key, v) {
+                        for (pattern, span) in items {
+                            match Glob::new(&pattern) {
+                                Ok(g) => {
+                                    exempt.add(g);
+                                    exempt_users.push(pattern);
+                                }
+                                Err(e) => self.err(
+                                    "invalid-value",
+                                    format!("invalid user pattern {pattern:?}: {}", e.kind()),
+                                    span,
+                                    "not a valid glob",
+                                ),
+                            }
+                        }
+                    }
+                }
+                "max_actions_per_run" => {
+                    max_actions = self.integer(key, v, 0..1_000_001).map(|n| n as u32)
+                }
+                "schedule" => {
+                    if let Some(s) = self.string(key, v) {
+                        match cron::Schedule::from_str(&s) {
+                            Ok(_) => schedule = Some(s),
+                            Err(e) => self.problems.push(
+                                Problem::new(
+                                    "invalid-schedule",
+                                    format!("invalid cron schedule {s:?}: {e}"),
+                                )
+                                .at(self.id, v.span(), "not a cron expression")
+                                .note("six or seven fields, seconds first: \"sec min hour day-of-month month day-of-week [year]\", e.g. \"0 0 */6 * * *\""),
+                            ),
+                        }
+                    }
+                }
+                "params" => {
+                    if let Some(t) = self.table(v, "params") {
+                        for (pk, pv) in t.iter() {
+                            let pkey = pk.get_ref().to_string();
+                            if let Some(s) = self.string(&format!("params.{pkey}"), pv) {
+                                params.insert(pkey, s);
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let hint = closest(other, POLICY_KEYS);
+                    self.problems.push(
+                        Problem::new(
+                            "unknown-key",
+                            format!("unknown key {other:?} in policy {pname:?}"),
+                        )
+                        .at(self.id, k.span(), "unknown key")
+                        .note(match hint {
+                            Some(h) => format!("did you mean `{h}`?"),
+                            None => format!("valid keys: {}", POLICY_KEYS.join(", ")),
+                        }),
+                    );
+                }
+            }
+        }
+        let Some(rule) = rule else {
+            if rule_span.is_none() {
+                self.problems.push(
+                    Problem::new(
+                        "missing-key",
+                        format!("policy {pname:?} has no `rule`"),
+                    )
+                    .at(self.id, name.span(), "this policy")
+                    .note("add rule = \"cis-1.3\" (unused credentials) or rule = \"cis-1.4\" (key rotation)"),
+                );
+            }
+            return None;
+        };
+        match (rule, &max_key_age, &max_unused) {
+            (Rule::Cis13, Some((_, span)), _) => self.err(
+                "invalid-key",
+                "`max_key_age_days` applies to cis-1.4 only; cis-1.3 uses `max_unused_days`",
+                span.clone(),
+                "not used by cis-1.3",
+            ),
+            (Rule::Cis14, _, Some((_, span))) => self.err(
+                "invalid-key",
+                "`max_unused_days` applies to cis-1.3 only; cis-1.4 uses `max_key_age_days`",
+                span.clone(),
+                "not used by cis-1.4",
+            ),
+            _ => {}
+        }
+        let exempt = match exempt.build() {
+            Ok(set) => set,
+            Err(e) => {
+                self.err(
+                    "invalid-value",
+                    format!("invalid exempt_users: {e}"),
+                    name.span(),
+                    "in this policy",
+                );
+                return None;
+            }
+        };
+        if self.problems.len() != before || !name_ok {
+            return None;
+        }
+        Some(Policy {
+            name: pname,
+            rule,
+            max_key_age_days: max_key_age.map_or(DEFAULT_THRESHOLD_DAYS, |(n, _)| n),
+            max_unused_days: max_unused.map_or(DEFAULT_THRESHOLD_DAYS, |(n, _)| n),
+            action: action.unwrap_or_else(|| DEFAULT_ACTION.to_string()),
+            mode,
+            exempt_users,
+            exempt,
+            max_actions_per_run: max_actions,
+            schedule,
+            params,
+            origin: Origin {
+                file: self.path.to_path_buf(),
+                line: self.line_of(name.span().start),
+            },
+        })
+    }
+
+    fn plugin(
+        &mut self,
+        name: &Spanned<std::borrow::Cow<'_, str>>,
+        body: &Spanned<DeValue<'_>>,
+    ) -> Option<PluginConfig> {
+        let pname = name.get_ref().to_string();
+        if !valid_name(&pname) {
+            self.err(
+                "invalid-name",
+                format!("plugin name {pname:?} is not valid"),
+                name.span(),
+                "use letters, digits, `-`, `_` and `.`",
+            );
+            return None;
+        }
+        let table = self.table(body, &format!("plugin.{pname}"))?;
+        let before = self.problems.len();
+        let builtin = BUILTIN_PLUGINS.iter().find(|(n, _)| *n == pname);
+        let mut source: Option<(String, Range<usize>)> = None;
+        let mut sha256: Option<(String, Range<usize>)> = None;
+        let mut timeout_ms = DEFAULT_TIMEOUT_MS;
+        let mut memory_mb = DEFAULT_MEMORY_MB;
+        let mut allow: Option<Vec<ActionKind>> = None;
+        for (k, v) in table.iter() {
+            let key = k.get_ref().as_ref();
+            match key {
+                "source" => source = self.string(key, v).map(|s| (s, v.span())),
+                "sha256" => sha256 = self.string(key, v).map(|s| (s, v.span())),
+                "timeout_ms" => {
+                    if let Some(n) = self.integer(key, v, 1..600_001) {
+                        timeout_ms = n as u64;
+                    }
+                }
+                "memory_mb" => {
+                    if let Some(n) = self.integer(key, v, 1..4097) {
+                        memory_mb = n as u64;
+                    }
+                }
+                "allow" => {
+                    if let Some(items) = self.strings(key, v) {
+                        let mut kinds = Vec::new();
+                        for (s, span) in items {
+                            match ActionKind::parse(&s) {
+                                Some(k) => kinds.push(k),
+                                None => self.err(
+                                    "invalid-value",
+                                    format!("unknown action kind {s:?}"),
+                                    span,
+                                    "expected delete-access-key, deactivate-access-key, delete-login-profile or none",
+                                ),
+                            }
+                        }
+                        if !kinds.contains(&ActionKind::None) {
+                            kinds.push(ActionKind::None);
+                        }
+                        allow = Some(kinds);
+                    }
+                }
+                other => {
+                    let hint = closest(other, PLUGIN_KEYS);
+                    self.problems.push(
+                        Problem::new(
+                            "unknown-key",
+                            format!("unknown key {other:?} in plugin {pname:?}"),
+                        )
+                        .at(self.id, k.span(), "unknown key")
+                        .note(match hint {
+                            Some(h) => format!("did you mean `{h}`?"),
+                            None => format!("valid keys: {}", PLUGIN_KEYS.join(", ")),
+                        }),
+                    );
+                }
+            }
+        }
+        let src = match (&source, builtin) {
+            (None, Some(_)) => Some(PluginSource::Builtin),
+            (Some((s, _)), Some(_)) if s == "builtin" => Some(PluginSource::Builtin),
+            (Some((s, span)), None) if s == "builtin" => {
+                self.err(
+                    "invalid-value",
+                    format!("there is no builtin plugin {pname:?}"),
+                    span.clone(),
+                    "not a builtin",
+                );
+                None
+            }
+            (None, None) => {
+                self.problems.push(
+                    Problem::new("missing-key", format!("plugin {pname:?} has no `source`"))
+                        .at(self.id, name.span(), "this plugin")
+                        .note("source = \"path/to/plugin.wasm\" (relative to this file), with sha256 = \"<hex>\""),
+                );
+                None
+            }
+            (Some((s, span)), _) => {
+                match &sha256 {
+                    Some((h, hspan)) => {
+                        if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            let base = self.path.parent().unwrap_or(Path::new("."));
+                            Some(PluginSource::File {
+                                path: base.join(s),
+                                sha256: h.to_ascii_lowercase(),
+                            })
+                        } else {
+                            self.err(
+                                "invalid-value",
+                                "`sha256` must be 64 hex digits",
+                                hspan.clone(),
+                                "not a sha256",
+                            );
+                            None
+                        }
+                    }
+                    None => {
+                        self.problems.push(
+                        Problem::new(
+                            "missing-key",
+                            format!("plugin {pname:?} loads from a file but has no `sha256`"),
+                        )
+                        .at(self.id, span.clone(), "unpinned source")
+                        .note("external plugins are pinned: add sha256 = \"<output of sha256sum>\""),
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        if matches!(src, Some(PluginSource::Builtin))
+            && let Some((_, span)) = &sha256
+        {
+            self.err(
+                "invalid-key",
+                "`sha256` only applies to a plugin loaded from a file",
+                span.clone(),
+                "not used by a builtin plugin",
+            );
+        }
+        let src = src?;
+        if self.problems.len() != before {
+            return None;
+        }
+        let allow = allow.unwrap_or_else(|| match builtin {
+            Some((_, kinds)) => kinds.to_vec(),
+            None => EXTERNAL_DEFAULT_ALLOW.to_vec(),
+        });
+        Some(PluginConfig {
+            name: pname,
+            source: src,
+            timeout_ms,
+            memory_mb,
+            allow,
+            origin: Some(Origin {
+                file: self.path.to_path_buf(),
+                line: self.line_of(name.span().start),
+            }),
+        })
+    }
+}
+
+const POLICY_KEYS: &[&str] = &[
+    "rule",
+    "max_key_age_days",
+    "max_unused_days",
+    "action",
+    "mode",
+    "exempt_users",
+    "max_actions_per_run",
+    "schedule",
+    "params",
+];
+
+const PLUGIN_KEYS: &[&str] = &["source", "sha256", "timeout_ms", "memory_mb", "allow"];
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The valid key closest to a misspelt one, if any is close.
+fn closest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(key, c), *c))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,309 @@
+//! The IAM credential report: parsing it, and writing it back.
+//!
+//! The report is CSV whose columns are found by name, so AWS can add columns
+//! without breaking us. A report that is structurally broken is rejected whole
+//! with the line and field at fault: a half-read report would make a
+//! half-right plan, and the plan deletes credentials.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The row of the account's root user.
+pub const ROOT_USER: &str = "<root_account>";
+
+/// A timestamp field of the report, with the conventions AWS uses for "no value".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    At(DateTime<Utc>),
+    /// `N/A`: the credential does not exist (no password, no key) or was never used.
+    NotApplicable,
+    /// `no_information`: never used, or last used before AWS started tracking.
+    NoInformation,
+    /// `not_supported`: the field does not apply (the root row).
+    NotSupported,
+}
+
+impl Stamp {
+    pub fn time(self) -> Option<DateTime<Utc>> {
+        match self {
+            Stamp::At(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Stamp> {
+        match s {
+            "N/A" => Some(Stamp::NotApplicable),
+            "no_information" => Some(Stamp::NoInformation),
+            "not_supported" => Some(Stamp::NotSupported),
+            _ => DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| Stamp::At(t.with_timezone(&Utc))),
+        }
+    }
+
+    fn render(self) -> String {
+        match self {
+            Stamp::At(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, false),
+            Stamp::NotApplicable => "N/A".into(),
+            Stamp::NoInformation => "no_information".into(),
+            Stamp::NotSupported => "not_supported".into(),
+        }
+    }
+}
+
+/// A `true`/`false` field that may also be `not_supported` (root's `password_enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    True,
+    False,
+    NotSupported,
+}
+
+impl Flag {
+    fn parse(s: &str) -> Option<Flag> {
+        match s {
+            "true" | "TRUE" | "True" => Some(Flag::True),
+            "false" | "FALSE" | "False" => Some(Flag::False),
+            "not_supported" => Some(Flag::NotSupported),
+            _ => None,
+        }
+    }
+
+    fn render(self) -> &'static str {
+        match self {
+            Flag::True => "true",
+            Flag::False => "false",
+            Flag::NotSupported => "not_supported",
+        }
+    }
+}
+
+/// One access-key slot of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessKey {
+    pub active: bool,
+    pub last_rotated: Stamp,
+    pub last_used_date: Stamp,
+}
+
+/// One user's credentials, as the report states them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRow {
+    /// The line of the report this row starts on (1-based, header is line 1).
+    pub line: u64,
+    pub user: String,
+    pub arn: String,
+    pub user_creation_time: Stamp,
+    pub password_enabled: Flag,
+    pub password_last_used: Stamp,
+    pub password_last_changed: Stamp,
+    pub access_keys: [AccessKey; 2],
+}
+
+impl CredentialRow {
+    pub fn is_root(&self) -> bool {
+        self.user == ROOT_USER
+    }
+}
+
+/// A parsed credential report.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CredentialReport {
+    pub rows: Vec<CredentialRow>,
+}
+
+/// Why a report was rejected. Nothing is evaluated from a rejected report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("the credential report is empty")]
+    Empty,
+    #[error(
+        "not a credential report: the header has no `{0}` column (is this the CSV from `aws iam get-credential-report`?)"
+    )]
+    MissingColumn(&'static str),
+    #[error("line {line}: {message}")]
+    Structure { line: u64, message: String },
+    #[error("line {line}, field `{field}`: {message}")]
+    Field {
+        line: u64,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl ReportError {
+    /// The line at fault, if there is one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            ReportError::Structure { line, .. } | ReportError::Field { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+/// Columns the parser needs, in the order AWS writes them.
+const COLUMNS: [&str; 12] = [
+    "user",
+    "arn",
+    "user_creation_time",
+    "password_enabled",
+    "password_last_used",
+    "password_last_changed",
+    "access_key_1_active",
+    "access_key_1_last_rotated",
+    "access_key_1_last_used_date",
+    "access_key_2_active",
+    "access_key_2_last_rotated",
+    "access_key_2_last_used_date",
+];
+
+impl CredentialReport {
+    /// Parse a report from its bytes (as returned by `GetCredentialReport`, or a file).
+    pub fn parse(bytes: &[u8]) -> Result<CredentialReport, ReportError> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(ReportError::Empty);
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(bytes);
+        let headers = reader.byte_headers().map_err(|e| csv_error(&e, 1))?.clone();
+        let mut idx = [0usize; COLUMNS.len()];
+        for (slot, name) in idx.iter_mut().zip(COLUMNS) {
+            *slot = headers
+                .iter()
+                .position(|h| h == name.as_bytes())
+                .ok_or(ReportError::MissingColumn(name))?;
+        }
+        let mut rows = Vec::new();
+        let mut record = csv::ByteRecord::new();
+        loop {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    return Err(csv_error(&e, line));
+                }
+            }
+            let line = record.position().map_or(0, |p| p.line());
+            rows.push(parse_row(&record, &idx, line)?);
+        }
+        Ok(CredentialReport { rows })
+    }
+
+    /// Write the report back as CSV, with the columns this parser reads.
+    pub fn to_csv(&self) -> Vec<u8> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        // Writing into a Vec cannot fail.
+        let _ = w.write_record(COLUMNS);
+        for r in &self.rows {
+            let k = &r.access_keys;
+            let _ = w.write_record([
+                r.user.as_str(),
+                r.arn.as_str(),
+                &r.user_creation_time.render(),
+                r.password_enabled.render(),
+                &r.password_last_used.render(),
+                &r.password_last_changed.render(),
+                bool_str(k[0].active),
+                &k[0].last_rotated.render(),
+                &k[0].last_used_date.render(),
+                bool_str(k[1].active),
+                &k[1].last_rotated.render(),
+                &k[1].last_used_date.render(),
+            ]);
+        }
+        w.into_inner().unwrap_or_default()
+    }
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+fn csv_error(e: &csv::Error, line: u64) -> ReportError {
+    let message = match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("expected {expected_len} fields as in the header, found {len}"),
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+        _ => format!("not valid CSV: {e}"),
+    };
+    ReportError::Structure { line, message }
+}
+
+fn parse_row(
+    rec: &csv::ByteRecord,
+    idx: &[usize; 12],
+    line: u64,
+) -> Result<CredentialRow, ReportError> {
+    let field = |i: usize| -> Result<&str, ReportError> {
+        let raw = rec.get(idx[i]).unwrap_or_default();
+        std::str::from_utf8(raw).map_err(|_| ReportError::Field {
+            line,
+            field: COLUMNS[i],
+            message: "not valid UTF-8".into(),
+        })
+    };
+    let bad = |i: usize, value: &str, expected: &str| ReportError::Field {
+        line,
+        field: COLUMNS[i],
+        message: format!("invalid value {value:?}, expected {expected}"),
+    };
+    let stamp = |i: usize| -> Result<Stamp, ReportError> {
+        let v = field(i)?;
+        Stamp::parse(v).ok_or_else(|| {
+            bad(
+                i,
+                v,
+                "an ISO-8601 timestamp with offset, N/A, no_information or not_supported",
+            )
+        })
+    };
+    let flag = |i: usize| -> Result<Flag, ReportError> {
+        let v = field(i)?;
+        Flag::parse(v).ok_or_else(|| bad(i, v, "true or false"))
+    };
+    let user = field(0)?;
+    if user.is_empty() {
+        return Err(ReportError::Field {
+            line,
+            field: "user",
+            message: "empty user name".into(),
+        });
+    }
+    let mut keys = [AccessKey {
+        active: false,
+        last_rotated: Stamp::NotApplicable,
+        last_used_date: Stamp::NotApplicable,
+    }; 2];
+    for (slot, key) in keys.iter_mut().enumerate() {
+        let base = 6 + slot * 3;
+        key.active = match flag(base)? {
+            Flag::True => true,
+            Flag::False => false,
+            Flag::NotSupported => return Err(bad(base, "not_supported", "true or false")),
+        };
+        key.last_rotated = stamp(base + 1)?;
+        key.last_used_date = stamp(base + 2)?;
+        if key.active && key.last_rotated.time().is_none() {
+            return Err(ReportError::Field {
+                line,
+                field: COLUMNS[base + 1],
+                message: "an active access key must have a last_rotated timestamp".into(),
+            });
+        }
+    }
+    Ok(CredentialRow {
+        line,
+        user: user.to_string(),
+        arn: field(1)?.to_string(),
+        user_creation_time: stamp(2)?,
+        password_enabled: flag(3)?,
+        password_last_used: stamp(4)?,
+        password_last_changed: stamp(5)?,
+        access_keys: keys,
+    })
+}

@@ -1,0 +1,203 @@
+//! CIS rules 1.3 and 1.4, evaluated over a credential report.
+//!
+//! The semantics are the contract of DESIGN.md: times in UTC, age is
+//! `now - timestamp`, cis-1.4 flags keys *more than* N days old, cis-1.3 flags
+//! credentials unused for *at least* N days. `now` is a parameter, so the
+//! clock is injected and tests are exact to the second.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::finding::{Basis, Control, Credential, Finding, Protection};
+use crate::policy::{Policy, Rule};
+use crate::report::{CredentialReport, CredentialRow, Flag, Stamp};
+
+const CIS_1_3: &[Control] = &[
+    Control {
+        framework: Cow::Borrowed("CIS v1.2"),
+        id: Cow::Borrowed("1.3"),
+    },
+    Control {
+        framework: Cow::Borrowed("CIS v1.4-v4.0"),
+        id: Cow::Borrowed("1.12"),
+    },
+    Control {
+        framework: Cow::Borrowed("CIS v5.0"),
+        id: Cow::Borrowed("1.11"),
+    },
+    Control {
+        framework: Cow::Borrowed("Security Hub"),
+        id: Cow::Borrowed("IAM.8"),
+    },
+    Control {
+        framework: Cow::Borrowed("Security Hub"),
+        id: Cow::Borrowed("IAM.22"),
+    },
+];
+
+const CIS_1_4: &[Control] = &[
+    Control {
+        framework: Cow::Borrowed("CIS v1.2"),
+        id: Cow::Borrowed("1.4"),
+    },
+    Control {
+        framework: Cow::Borrowed("CIS v1.4-v4.0"),
+        id: Cow::Borrowed("1.14"),
+    },
+    Control {
+        framework: Cow::Borrowed("CIS v5.0"),
+        id: Cow::Borrowed("1.13"),
+    },
+    Control {
+        framework: Cow::Borrowed("Security Hub"),
+        id: Cow::Borrowed("IAM.3"),
+    },
+];
+
+/// The benchmark controls a rule maps to.
+pub fn controls(rule: Rule) -> &'static [Control] {
+    match rule {
+        Rule::Cis13 => CIS_1_3,
+        Rule::Cis14 => CIS_1_4,
+    }
+}
+
+/// Evaluate one policy over a report.
+pub fn evaluate(policy: &Policy, report: &CredentialReport, now: DateTime<Utc>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for row in &report.rows {
+        evaluate_row(policy, row, now, &mut out);
+    }
+    out
+}
+
+/// Evaluate one policy over one row, appending its findings.
+pub fn evaluate_row(
+    policy: &Policy,
+    row: &CredentialRow,
+    now: DateTime<Utc>,
+    out: &mut Vec<Finding>,
+) {
+    let threshold = policy.threshold_days();
+    let limit = TimeDelta::days(i64::from(threshold));
+    let mut hit = |credential: Credential, at: DateTime<Utc>, basis: Basis| {
+        let age = now - at;
+        let flagged = match policy.rule {
+            Rule::Cis14 => age > limit,
+            Rule::Cis13 => age >= limit,
+        };
+        if flagged {
+            out.push(finding(policy, row, credential, at, basis, age));
+        }
+    };
+    match policy.rule {
+        Rule::Cis14 => {
+            for (credential, key) in key_slots(row) {
+                if let (true, Some(at)) = (key.active, key.last_rotated.time()) {
+                    hit(credential, at, Basis::KeyLastRotated);
+                }
+            }
+        }
+        Rule::Cis13 => {
+            if let Some((at, basis)) = password_reference(row) {
+                hit(Credential::Password, at, basis);
+            }
+            for (credential, key) in key_slots(row) {
+                if !key.active {
+                    continue;
+                }
+                let reference = match key.last_used_date {
+                    Stamp::At(t) => Some((t, Basis::KeyLastUsed)),
+                    _ => key.last_rotated.time().map(|t| (t, Basis::KeyLastRotated)),
+                };
+                if let Some((at, basis)) = reference {
+                    hit(credential, at, basis);
+                }
+            }
+        }
+    }
+}
+
+fn key_slots(row: &CredentialRow) -> [(Credential, &crate::report::AccessKey); 2] {
+    [
+        (Credential::AccessKey1, &row.access_keys[0]),
+        (Credential::AccessKey2, &row.access_keys[1]),
+    ]
+}
+
+/// The time a password's disuse is measured from, if the password is enabled.
+///
+/// `password_last_used`, or when it was never used, `password_last_changed`,
+/// or when that is absent too, `user_creation_time`. The root row says
+/// `not_supported` for `password_enabled`: root always has a password.
+fn password_reference(row: &CredentialRow) -> Option<(DateTime<Utc>, Basis)> {
+    let enabled = match row.password_enabled {
+        Flag::True => true,
+        Flag::False => false,
+        Flag::NotSupported => row.is_root(),
+    };
+    if !enabled {
+        return None;
+    }
+    if let Stamp::At(t) = row.password_last_used {
+        return Some((t, Basis::PasswordLastUsed));
+    }
+    if let Stamp::At(t) = row.password_last_changed {
+        return Some((t, Basis::PasswordLastChanged));
+    }
+    row.user_creation_time
+        .time()
+        .map(|t| (t, Basis::UserCreationTime))
+}
+
+fn finding(
+    policy: &Policy,
+    row: &CredentialRow,
+    credential: Credential,
+    at: DateTime<Utc>,
+    basis: Basis,
+    age: TimeDelta,
+) -> Finding {
+    let threshold = policy.threshold_days();
+    let age_days = age.num_days();
+    let what = match credential {
+        Credential::Password => "password",
+        Credential::AccessKey1 => "access key 1",
+        Credential::AccessKey2 => "access key 2",
+    };
+    let date = at.format("%Y-%m-%d");
+    let reason = match (policy.rule, basis) {
+        (Rule::Cis14, _) => {
+            format!("{what} last rotated {date}, {age_days} days ago (more than {threshold})")
+        }
+        (_, Basis::PasswordLastUsed | Basis::KeyLastUsed) => {
+            format!("{what} last used {date}, {age_days} days ago (at least {threshold})")
+        }
+        (_, Basis::PasswordLastChanged) => {
+            format!("{what} never used, set {date}, {age_days} days ago (at least {threshold})")
+        }
+        (_, Basis::UserCreationTime) => format!(
+            "{what} never used, user created {date}, {age_days} days ago (at least {threshold})"
+        ),
+        (_, Basis::KeyLastRotated) => {
+            format!("{what} never used, created {date}, {age_days} days ago (at least {threshold})")
+        }
+    };
+    Finding {
+        policy: policy.name.clone(),
+        rule: policy.rule,
+        user: row.user.clone(),
+        arn: row.arn.clone(),
+        credential,
+        key_id: None,
+        timestamp: at,
+        basis,
+        age_days,
+        threshold_days: threshold,
+        reason,
+        controls: controls(policy.rule).to_vec(),
+        exempt: !row.is_root() && policy.is_exempt(&row.user),
+        protected: row.is_root().then_some(Protection::Root),
+    }
+}
