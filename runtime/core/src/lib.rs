@@ -12,8 +12,8 @@ pub mod rules;
 
 pub use finding::{Basis, Control, Credential, Finding, Protection};
 pub use plan::{
-    ActionKind, DenyReason, FailureKind, Grants, PlannedAction, PolicyFailure, PolicyPlan,
-    Proposal, Refusal,
+    ActionKind, DenyReason, FailureKind, Grants, Plan, PlannedAction, PolicyFailure, PolicyPlan,
+    Proposal, Refusal, Summary,
 };
 pub use policy::{Mode, Policy, PolicySet, Rule};
 pub use report::{CredentialReport, ReportError};

@@ -334,3 +334,62 @@ fn planned(policy: &str, f: &Finding, idx: usize, p: &Proposal) -> PlannedAction
         reason: p.reason.clone(),
     }
 }
+
+/// The whole plan of a run: one [`PolicyPlan`] per policy, in policy-name order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The instant the rules were evaluated at.
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub policies: Vec<PolicyPlan>,
+}
+
+/// Counts over a plan, for summaries and exit codes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub policies: usize,
+    pub findings: usize,
+    pub exempt: usize,
+    pub protected: usize,
+    /// Accepted actions that change the account.
+    pub changes: usize,
+    pub delete_access_key: usize,
+    pub deactivate_access_key: usize,
+    pub delete_login_profile: usize,
+    /// Accepted actions of `mode = "report"` policies: shown, never applied.
+    pub report_only: usize,
+    pub refused: usize,
+    pub failed_policies: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary {
+            policies: self.policies.len(),
+            ..Summary::default()
+        };
+        for p in &self.policies {
+            s.findings += p.findings.len();
+            s.exempt += p.findings.iter().filter(|f| f.exempt).count();
+            s.protected += p.findings.iter().filter(|f| f.protected.is_some()).count();
+            s.refused += p.refused.len();
+            s.failed_policies += usize::from(p.failure.is_some());
+            for a in &p.actions {
+                if !a.action.mutates() {
+                    continue;
+                }
+                if p.mode == Mode::Report {
+                    s.report_only += 1;
+                    continue;
+                }
+                s.changes += 1;
+                match a.action {
+                    ActionKind::DeleteAccessKey => s.delete_access_key += 1,
+                    ActionKind::DeactivateAccessKey => s.deactivate_access_key += 1,
+                    ActionKind::DeleteLoginProfile => s.delete_login_profile += 1,
+                    ActionKind::None => {}
+                }
+            }
+        }
+        s
+    }
+}

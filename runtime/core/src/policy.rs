@@ -124,6 +124,8 @@ pub struct Policy {
     /// Free string parameters handed to the plugin.
     pub params: BTreeMap<String, String>,
     pub origin: Origin,
+    /// Where `action` was written (the policy name when it was not).
+    action_span: Option<Range<usize>>,
 }
 
 impl Policy {
@@ -316,6 +318,9 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
     let mut problems = Vec::new();
     let mut policies: Vec<(Policy, usize, Range<usize>)> = Vec::new();
     let mut plugins: Vec<(PluginConfig, usize, Range<usize>)> = Vec::new();
+    // Every [plugin.NAME] seen, valid or not, so a broken plugin table does
+    // not also make every policy using it an "unknown plugin".
+    let mut declared: Vec<String> = Vec::new();
 
     let ids: Vec<usize> = files
         .iter()
@@ -342,7 +347,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
             }
             continue;
         }
-        ctx.document(doc.get_ref(), &mut policies, &mut plugins);
+        ctx.document(doc.get_ref(), &mut policies, &mut plugins, &mut declared);
     }
 
     // Duplicate names across (and within) files.
@@ -391,10 +396,11 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         plugin_map.insert(p.name.clone(), p);
     }
     // Every policy's action must name a known plugin.
-    for (p, id, span) in &policies {
-        if plugin_map.contains_key(&p.action) {
+    for (p, id, _) in &policies {
+        if plugin_map.contains_key(&p.action) || declared.contains(&p.action) {
             continue;
         }
+        let span = p.action_span.clone().unwrap_or(0..0);
         match BUILTIN_PLUGINS.iter().find(|(n, _)| *n == p.action) {
             Some((name, allow)) => {
                 plugin_map.insert(
@@ -414,7 +420,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
                     "unknown-plugin",
                     format!("policy {:?} uses unknown plugin {:?}", p.name, p.action),
                 )
-                .at(*id, span.clone(), "in this policy")
+                .at(*id, span, "no such plugin")
                 .note(format!(
                     "builtin plugins: {}; an external plugin needs a [plugin.{}] table with source and sha256",
                     BUILTIN_PLUGINS
@@ -484,6 +490,7 @@ impl FileCtx<'_> {
         doc: &DeTable<'_>,
         policies: &mut Vec<(Policy, usize, Range<usize>)>,
         plugins: &mut Vec<(PluginConfig, usize, Range<usize>)>,
+        declared: &mut Vec<String>,
     ) {
         let mut any = false;
         for (key, value) in doc.iter() {
@@ -504,6 +511,7 @@ impl FileCtx<'_> {
                         continue;
                     };
                     for (name, body) in table.iter() {
+                        declared.push(name.get_ref().to_string());
                         if let Some(p) = self.plugin(name, body) {
                             plugins.push((p, self.id, name.span()));
                         }
@@ -609,12 +617,10 @@ impl FileCtx<'_> {
             return None;
         };
         let mut out = Vec::new();
-        let mut ok = true;
         for item in items.iter() {
             match item.get_ref() {
                 DeValue::String(s) => out.push((s.to_string(), item.span())),
                 other => {
-                    ok = false;
                     self.err(
                         "wrong-type",
                         format!("`{key}` items must be strings, found {}", other.type_str()),
@@ -624,7 +630,7 @@ impl FileCtx<'_> {
                 }
             }
         }
-        ok.then_some(out)
+        Some(out)
     }
 
     fn policy(
@@ -651,6 +657,7 @@ impl FileCtx<'_> {
         let mut max_key_age = None;
         let mut max_unused = None;
         let mut action = None;
+        let mut action_span = Some(name.span());
         let mut mode = Mode::Enforce;
         let mut exempt_users = Vec::new();
         let mut exempt = GlobSetBuilder::new();
@@ -684,6 +691,7 @@ impl FileCtx<'_> {
                 "action" => {
                     if let Some(s) = self.string(key, v) {
                         if valid_name(&s) {
+                            action_span = Some(v.span());
                             action = Some(s);
                         } else {
                             self.err(
@@ -737,7 +745,10 @@ impl FileCtx<'_> {
                             Err(e) => self.problems.push(
                                 Problem::new(
                                     "invalid-schedule",
-                                    format!("invalid cron schedule {s:?}: {e}"),
+                                    format!(
+                                        "invalid cron schedule {s:?}: {}",
+                                        e.to_string().lines().last().unwrap_or_default().trim()
+                                    ),
                                 )
                                 .at(self.id, v.span(), "not a cron expression")
                                 .note("six or seven fields, seconds first: \"sec min hour day-of-month month day-of-week [year]\", e.g. \"0 0 */6 * * *\""),
@@ -826,6 +837,7 @@ impl FileCtx<'_> {
             max_actions_per_run: max_actions,
             schedule,
             params,
+            action_span,
             origin: Origin {
                 file: self.path.to_path_buf(),
                 line: self.line_of(name.span().start),

@@ -178,16 +178,19 @@ impl CredentialReport {
         }
         let mut rows = Vec::new();
         let mut record = csv::ByteRecord::new();
+        // csv's own line numbers are off by one after CRLF line ends, so
+        // lines are counted from byte offsets instead.
+        let mut lines = LineCounter::new(bytes);
         loop {
             match reader.read_byte_record(&mut record) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
+                    let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
                     return Err(csv_error(&e, line));
                 }
             }
-            let line = record.position().map_or(0, |p| p.line());
+            let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
             rows.push(parse_row(&record, &idx, line)?);
         }
         Ok(CredentialReport { rows })
@@ -216,6 +219,41 @@ impl CredentialReport {
             ]);
         }
         w.into_inner().unwrap_or_default()
+    }
+}
+
+/// Line numbers (1-based) of increasing byte offsets, counted incrementally.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl LineCounter<'_> {
+    fn new(bytes: &[u8]) -> LineCounter<'_> {
+        LineCounter {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut end = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        // A record "starts" at the line end before it (csv skips blank lines).
+        while end < self.bytes.len() && matches!(self.bytes[end], b'\r' | b'\n') {
+            end += 1;
+        }
+        if end > self.offset {
+            self.line += self.bytes[self.offset..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            self.offset = end;
+        }
+        self.line
     }
 }
 

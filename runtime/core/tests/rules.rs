@@ -1,0 +1,317 @@
+//! Rule semantics at the boundaries: one hour either side of every threshold.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use engine_core::finding::{Basis, Credential, Protection};
+use engine_core::policy::{self, PolicyFile, PolicySet};
+use engine_core::report::{AccessKey, CredentialReport, CredentialRow, Flag, Stamp};
+use engine_core::rules::evaluate;
+use engine_core::{Finding, Policy};
+
+fn now() -> DateTime<Utc> {
+    "2026-11-28T00:00:00Z".parse().unwrap()
+}
+
+fn policies(toml: &str) -> PolicySet {
+    policy::validate(vec![PolicyFile {
+        path: "test.toml".into(),
+        text: toml.into(),
+    }])
+    .unwrap_or_else(|e| panic!("{}", e.render_plain()))
+}
+
+fn cis13(days: u32) -> Policy {
+    policies(&format!(
+        "[policy.unused]\nrule = \"cis-1.3\"\nmax_unused_days = {days}\nexempt_users = [\"svc-*\"]\n"
+    ))
+    .policies
+    .remove(0)
+}
+
+fn cis14(days: u32) -> Policy {
+    policies(&format!(
+        "[policy.rotate]\nrule = \"cis-1.4\"\nmax_key_age_days = {days}\nexempt_users = [\"svc-*\"]\n"
+    ))
+    .policies
+    .remove(0)
+}
+
+const NO_KEY: AccessKey = AccessKey {
+    active: false,
+    last_rotated: Stamp::NotApplicable,
+    last_used_date: Stamp::NotApplicable,
+};
+
+fn at(days_ago: i64, plus_hours: i64) -> Stamp {
+    Stamp::At(now() - TimeDelta::days(days_ago) + TimeDelta::hours(plus_hours))
+}
+
+fn user(name: &str) -> CredentialRow {
+    CredentialRow {
+        line: 2,
+        user: name.into(),
+        arn: format!("arn:aws:iam::123456789012:user/{name}"),
+        user_creation_time: at(1000, 0),
+        password_enabled: Flag::False,
+        password_last_used: Stamp::NotApplicable,
+        password_last_changed: Stamp::NotApplicable,
+        access_keys: [NO_KEY, NO_KEY],
+    }
+}
+
+fn key(active: bool, rotated: Stamp, used: Stamp) -> AccessKey {
+    AccessKey {
+        active,
+        last_rotated: rotated,
+        last_used_date: used,
+    }
+}
+
+fn run(p: &Policy, rows: Vec<CredentialRow>) -> Vec<Finding> {
+    evaluate(p, &CredentialReport { rows }, now())
+}
+
+fn creds(f: &[Finding]) -> Vec<(String, Credential)> {
+    f.iter().map(|f| (f.user.clone(), f.credential)).collect()
+}
+
+#[test]
+fn cis14_one_hour_either_side_for_both_slots() {
+    let p = cis14(90);
+    for slot in 0..2 {
+        let cred = [Credential::AccessKey1, Credential::AccessKey2][slot];
+        // 90 days + 1 hour old: more than 90 days -> finding.
+        let mut over = user("over");
+        over.access_keys[slot] = key(true, at(90, -1), at(1, 0));
+        // 90 days - 1 hour old: not more than 90 days -> no finding.
+        let mut under = user("under");
+        under.access_keys[slot] = key(true, at(90, 1), at(1, 0));
+        // exactly 90 days: "more than" is strict.
+        let mut exact = user("exact");
+        exact.access_keys[slot] = key(true, at(90, 0), at(1, 0));
+        let f = run(&p, vec![over, under, exact]);
+        assert_eq!(creds(&f), vec![("over".to_string(), cred)]);
+        assert_eq!(f[0].age_days, 90);
+        assert_eq!(f[0].threshold_days, 90);
+        assert_eq!(f[0].basis, Basis::KeyLastRotated);
+    }
+}
+
+#[test]
+fn cis14_ignores_inactive_keys_and_passwords() {
+    let p = cis14(90);
+    let mut u = user("old");
+    u.access_keys[0] = key(false, at(500, 0), at(400, 0));
+    u.password_enabled = Flag::True;
+    u.password_last_used = at(500, 0);
+    assert!(run(&p, vec![u]).is_empty());
+}
+
+#[test]
+fn cis14_slot_2_older_than_slot_1() {
+    let p = cis14(90);
+    let mut u = user("dave");
+    u.access_keys[0] = key(true, at(10, 0), at(1, 0));
+    u.access_keys[1] = key(true, at(400, 0), at(300, 0));
+    let f = run(&p, vec![u]);
+    assert_eq!(
+        creds(&f),
+        vec![("dave".to_string(), Credential::AccessKey2)]
+    );
+    assert_eq!(f[0].age_days, 400);
+}
+
+#[test]
+fn cis13_password_one_hour_either_side() {
+    let p = cis13(90);
+    let mut over = user("over");
+    over.password_enabled = Flag::True;
+    over.password_last_used = at(90, 1); // 89 days 23 hours: not yet
+    let mut exact = user("exact");
+    exact.password_enabled = Flag::True;
+    exact.password_last_used = at(90, 0); // exactly 90 days: "at least" -> finding
+    let mut past = user("past");
+    past.password_enabled = Flag::True;
+    past.password_last_used = at(90, -1);
+    let f = run(&p, vec![over, exact, past]);
+    assert_eq!(
+        creds(&f),
+        vec![
+            ("exact".to_string(), Credential::Password),
+            ("past".to_string(), Credential::Password)
+        ]
+    );
+    assert!(f.iter().all(|f| f.basis == Basis::PasswordLastUsed));
+}
+
+#[test]
+fn cis13_password_disabled_is_never_a_finding() {
+    let p = cis13(90);
+    let mut u = user("nopw");
+    u.password_enabled = Flag::False;
+    u.password_last_used = at(500, 0);
+    assert!(run(&p, vec![u]).is_empty());
+}
+
+#[test]
+fn cis13_never_used_password_falls_back_to_last_changed_then_creation() {
+    let p = cis13(90);
+    let mut changed = user("changed");
+    changed.password_enabled = Flag::True;
+    changed.password_last_used = Stamp::NoInformation;
+    changed.password_last_changed = at(90, -1);
+    let mut changed_recent = user("changed-recent");
+    changed_recent.password_enabled = Flag::True;
+    changed_recent.password_last_used = Stamp::NoInformation;
+    changed_recent.password_last_changed = at(90, 1);
+    let mut created = user("created");
+    created.password_enabled = Flag::True;
+    created.password_last_used = Stamp::NoInformation;
+    created.password_last_changed = Stamp::NotApplicable;
+    created.user_creation_time = at(90, -1);
+    let mut created_recent = user("created-recent");
+    created_recent.password_enabled = Flag::True;
+    created_recent.password_last_used = Stamp::NoInformation;
+    created_recent.password_last_changed = Stamp::NotApplicable;
+    created_recent.user_creation_time = at(90, 1);
+    let f = run(&p, vec![changed, changed_recent, created, created_recent]);
+    assert_eq!(
+        creds(&f),
+        vec![
+            ("changed".to_string(), Credential::Password),
+            ("created".to_string(), Credential::Password)
+        ]
+    );
+    assert_eq!(f[0].basis, Basis::PasswordLastChanged);
+    assert_eq!(f[1].basis, Basis::UserCreationTime);
+    assert!(f[1].reason.contains("never used"), "{}", f[1].reason);
+}
+
+#[test]
+fn cis13_keys_one_hour_either_side_for_both_slots() {
+    let p = cis13(90);
+    for slot in 0..2 {
+        let cred = [Credential::AccessKey1, Credential::AccessKey2][slot];
+        let mut over = user("over");
+        over.access_keys[slot] = key(true, at(500, 0), at(90, -1));
+        let mut under = user("under");
+        under.access_keys[slot] = key(true, at(500, 0), at(90, 1));
+        let f = run(&p, vec![over, under]);
+        assert_eq!(creds(&f), vec![("over".to_string(), cred)]);
+        assert_eq!(f[0].basis, Basis::KeyLastUsed);
+    }
+}
+
+#[test]
+fn cis13_never_used_key_falls_back_to_last_rotated() {
+    let p = cis13(90);
+    let mut old = user("old");
+    old.access_keys[1] = key(true, at(90, -1), Stamp::NotApplicable);
+    let mut young = user("young");
+    young.access_keys[1] = key(true, at(90, 1), Stamp::NotApplicable);
+    let f = run(&p, vec![old, young]);
+    assert_eq!(creds(&f), vec![("old".to_string(), Credential::AccessKey2)]);
+    assert_eq!(f[0].basis, Basis::KeyLastRotated);
+    assert!(f[0].reason.contains("never used"));
+}
+
+#[test]
+fn cis13_inactive_keys_are_not_findings() {
+    let p = cis13(90);
+    let mut u = user("inactive");
+    u.access_keys[0] = key(false, at(900, 0), at(800, 0));
+    u.access_keys[1] = key(false, at(900, 0), Stamp::NotApplicable);
+    assert!(run(&p, vec![u]).is_empty());
+}
+
+#[test]
+fn thresholds_are_per_policy() {
+    let mut u = user("u");
+    u.access_keys[0] = key(true, at(31, 0), at(31, 0));
+    assert_eq!(run(&cis14(30), vec![u.clone()]).len(), 1);
+    assert_eq!(run(&cis14(31), vec![u.clone()]).len(), 0);
+    assert_eq!(run(&cis13(31), vec![u.clone()]).len(), 1);
+    assert_eq!(run(&cis13(32), vec![u]).len(), 0);
+}
+
+#[test]
+fn root_is_reported_and_protected() {
+    let mut root = user("<root_account>");
+    root.arn = "arn:aws:iam::123456789012:root".into();
+    root.password_enabled = Flag::NotSupported;
+    root.password_last_used = at(200, 0);
+    root.password_last_changed = Stamp::NotSupported;
+    root.access_keys[0] = key(true, at(400, 0), at(300, 0));
+    let f13 = run(&cis13(90), vec![root.clone()]);
+    let f14 = run(&cis14(90), vec![root]);
+    assert_eq!(f13.len(), 2, "password and key");
+    assert_eq!(f14.len(), 1);
+    for f in f13.iter().chain(&f14) {
+        assert_eq!(f.protected, Some(Protection::Root));
+        assert!(!f.remediable());
+        assert!(!f.exempt);
+    }
+}
+
+#[test]
+fn exempt_users_produce_exempt_findings() {
+    let mut u = user("svc-backup");
+    u.access_keys[0] = key(true, at(400, 0), at(300, 0));
+    let mut other = user("svcbackup");
+    other.access_keys[0] = key(true, at(400, 0), at(300, 0));
+    let f = run(&cis14(90), vec![u, other]);
+    assert_eq!(f.len(), 2);
+    assert!(f[0].exempt && !f[0].remediable());
+    assert!(!f[1].exempt && f[1].remediable());
+}
+
+#[test]
+fn findings_carry_controls_and_identity() {
+    let mut u = user("alice");
+    u.access_keys[0] = key(true, at(100, 0), at(99, 0));
+    let f14 = run(&cis14(90), vec![u.clone()]);
+    let ids: Vec<String> = f14[0]
+        .controls
+        .iter()
+        .map(|c| format!("{} {}", c.framework, c.id))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "CIS v1.2 1.4",
+            "CIS v1.4-v4.0 1.14",
+            "CIS v5.0 1.13",
+            "Security Hub IAM.3"
+        ]
+    );
+    let f13 = run(&cis13(90), vec![u]);
+    let ids: Vec<String> = f13[0]
+        .controls
+        .iter()
+        .map(|c| format!("{} {}", c.framework, c.id))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "CIS v1.2 1.3",
+            "CIS v1.4-v4.0 1.12",
+            "CIS v5.0 1.11",
+            "Security Hub IAM.8",
+            "Security Hub IAM.22"
+        ]
+    );
+    let f = &f14[0];
+    assert_eq!(f.policy, "rotate");
+    assert_eq!(f.arn, "arn:aws:iam::123456789012:user/alice");
+    assert_eq!(f.key_id, None);
+    assert_eq!(Stamp::At(f.timestamp), at(100, 0));
+    assert_eq!(f.age_days, 100);
+    assert!(f.reason.contains("more than 90"), "{}", f.reason);
+}
+
+#[test]
+fn future_timestamps_are_not_findings() {
+    let mut u = user("skewed");
+    u.access_keys[0] = key(true, at(-5, 0), at(-5, 0));
+    assert!(run(&cis14(1), vec![u.clone()]).is_empty());
+    assert!(run(&cis13(1), vec![u]).is_empty());
+}
