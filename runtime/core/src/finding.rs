@@ -112,7 +112,7 @@ pub struct Finding {
     pub threshold_days: u32,
     /// One line, for humans.
     pub reason: String,
-    pub controls: Vec<Control>,
+    pub controls: Cow<'static, [Control]>,
     /// The user matches the policy's `exempt_users`: visible, never acted on.
     pub exempt: bool,
     /// Set when the finding may never be remediated (root, the engine's own key).

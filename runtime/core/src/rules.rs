@@ -81,6 +81,8 @@ pub fn evaluate_row(
 ) {
     let threshold = policy.threshold_days();
     let limit = TimeDelta::days(i64::from(threshold));
+    // Exemption is a property of the row: match the patterns at most once.
+    let mut exempt = None;
     let mut hit = |credential: Credential, at: DateTime<Utc>, basis: Basis| {
         let age = now - at;
         let flagged = match policy.rule {
@@ -88,7 +90,9 @@ pub fn evaluate_row(
             Rule::Cis13 => age >= limit,
         };
         if flagged {
-            out.push(finding(policy, row, credential, at, basis, age));
+            let exempt =
+                *exempt.get_or_insert_with(|| !row.is_root() && policy.is_exempt(&row.user));
+            out.push(finding(policy, row, credential, at, basis, age, exempt));
         }
     };
     match policy.rule {
@@ -158,6 +162,7 @@ fn finding(
     at: DateTime<Utc>,
     basis: Basis,
     age: TimeDelta,
+    exempt: bool,
 ) -> Finding {
     let threshold = policy.threshold_days();
     let age_days = age.num_days();
@@ -166,7 +171,7 @@ fn finding(
         Credential::AccessKey1 => "access key 1",
         Credential::AccessKey2 => "access key 2",
     };
-    let date = at.format("%Y-%m-%d");
+    let date = at.date_naive();
     let reason = match (policy.rule, basis) {
         (Rule::Cis14, _) => {
             format!("{what} last rotated {date}, {age_days} days ago (more than {threshold})")
@@ -196,8 +201,8 @@ fn finding(
         age_days,
         threshold_days: threshold,
         reason,
-        controls: controls(policy.rule).to_vec(),
-        exempt: !row.is_root() && policy.is_exempt(&row.user),
+        controls: Cow::Borrowed(controls(policy.rule)),
+        exempt,
         protected: row.is_root().then_some(Protection::Root),
     }
 }

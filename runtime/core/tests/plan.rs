@@ -19,7 +19,7 @@ fn finding(user: &str, credential: Credential) -> Finding {
         age_days: 331,
         threshold_days: 90,
         reason: "old".into(),
-        controls: vec![],
+        controls: Default::default(),
         exempt: false,
         protected: None,
     }
