@@ -1,0 +1,20 @@
+//! Test plugin built against a contract version the host does not support
+//! (`engine:plugin@0.2.0`, in `wit/v0.2.0`); otherwise well-behaved.
+
+wit_bindgen::generate!({
+    world: "plugin",
+    path: "wit/v0.2.0",
+});
+
+use exports::engine::plugin::decide::Guest;
+use engine::plugin::types::{Action, Context, Finding};
+
+struct FutureContract;
+
+impl Guest for FutureContract {
+    fn decide(_ctx: Context, _findings: Vec<Finding>) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
+}
+
+export!(FutureContract);

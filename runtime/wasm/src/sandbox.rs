@@ -1,0 +1,382 @@
+//! What a plugin can reach: the contract's `log` and a deny-all WASI stub.
+//!
+//! A Rust `wasm32-wasip2` component always imports a handful of WASI
+//! interfaces, even when it never uses them, because the standard library
+//! links them: `wasi:io/{poll,error,streams}`, `wasi:cli/{environment,exit,
+//! stdin,stdout,stderr}` and `wasi:cli/terminal-*` (all `@0.2.x`). Pulling in
+//! `wasmtime-wasi` for these would add an async runtime and a real
+//! filesystem/socket implementation to the host, so this module defines them
+//! itself, deny-all:
+//!
+//! - environment and arguments are empty, there is no working directory;
+//! - stdin is closed; there are no terminals;
+//! - stdout/stderr are captured (at most [`MAX_STDERR_BYTES`]), so a
+//!   panicking plugin's message ends up in its `Trap` error;
+//! - `exit` and every other function of those interfaces traps, naming the call.
+//!
+//! Every other import (filesystem, sockets, clocks, random, http...) is refused
+//! at load with an error naming it, before any of the plugin's code runs.
+
+use std::collections::BTreeSet;
+
+use wasmtime::component::types::{Component as ComponentType, ComponentItem};
+use wasmtime::component::{Linker, Resource, ResourceType, Val};
+use wasmtime::{Engine, ResourceLimiter, StoreContextMut};
+
+use crate::limits::{self, MAX_STDERR_BYTES, MAX_TABLE_ELEMENTS};
+use crate::{CONTRACT_VERSION, DECIDE_INTERFACE, LogLevel, LogLine, PluginError, bindings};
+
+/// The WASI interfaces (without version) a plugin may import; deny-all stubs.
+pub const STD_WASI_INTERFACES: &[&str] = &[
+    "wasi:io/poll",
+    "wasi:io/error",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+];
+
+/// The memory limiter of one store, which remembers that it said no.
+pub(crate) struct Limits {
+    pub(crate) max_bytes: usize,
+    /// A memory growth past `max_bytes` was refused.
+    pub(crate) hit: bool,
+    /// Largest memory size granted, in bytes.
+    pub(crate) peak: usize,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// The data of one store: one plugin call.
+pub(crate) struct State {
+    pub(crate) limits: Limits,
+    plugin: String,
+    invocation_id: String,
+    policy: String,
+    logs: Vec<LogLine>,
+    dropped_logs: usize,
+    console: Vec<u8>,
+    /// The first denied WASI call, for the trap message.
+    pub(crate) denied: Option<String>,
+}
+
+impl State {
+    pub(crate) fn new(plugin: &str, invocation_id: &str, policy: &str, max_bytes: usize) -> State {
+        State {
+            limits: Limits {
+                max_bytes,
+                hit: false,
+                peak: 0,
+            },
+            plugin: plugin.to_string(),
+            invocation_id: invocation_id.to_string(),
+            policy: policy.to_string(),
+            logs: Vec::new(),
+            dropped_logs: 0,
+            console: Vec::new(),
+            denied: None,
+        }
+    }
+
+    /// What the plugin wrote to stdout/stderr (a panic message), lossy UTF-8.
+    pub(crate) fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.console).trim().to_string()
+    }
+
+    /// The kept log lines, plus one saying how many were dropped.
+    pub(crate) fn finish_logs(mut self) -> Vec<LogLine> {
+        if self.dropped_logs > 0 {
+            self.logs.push(LogLine {
+                level: LogLevel::Warn,
+                message: format!(
+                    "{} more log line(s) dropped: a plugin may log at most {} lines per call",
+                    self.dropped_logs,
+                    limits::MAX_LOG_LINES
+                ),
+            });
+        }
+        self.logs
+    }
+}
+
+impl bindings::engine::plugin::host::Host for State {
+    fn log(&mut self, level: bindings::engine::plugin::host::Level, message: String) {
+        use bindings::engine::plugin::host::Level as L;
+        if self.logs.len() >= limits::MAX_LOG_LINES {
+            self.dropped_logs += 1;
+            return;
+        }
+        let message = limits::truncate(message, limits::MAX_LOG_LINE_BYTES);
+        let level = match level {
+            L::Trace => LogLevel::Trace,
+            L::Debug => LogLevel::Debug,
+            L::Info => LogLevel::Info,
+            L::Warn => LogLevel::Warn,
+            L::Error => LogLevel::Error,
+        };
+        let (plugin, invocation, policy) = (&self.plugin, &self.invocation_id, &self.policy);
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, invocation, policy, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, invocation, policy, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, invocation, policy, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, invocation, policy, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, invocation, policy, "{message}"),
+        }
+        self.logs.push(LogLine { level, message });
+    }
+}
+
+impl bindings::engine::plugin::types::Host for State {}
+
+/// Split `ns:pkg/iface@version` into its name and version.
+fn split_version(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((n, v)) => (n, Some(v)),
+        None => (name, None),
+    }
+}
+
+/// Check the contract version a plugin was built against, from its exports.
+pub(crate) fn check_exports(plugin: &str, engine: &Engine, ty: &ComponentType) -> Result<(), PluginError> {
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let ours = exports
+        .iter()
+        .map(|n| split_version(n))
+        .find(|(n, _)| *n == DECIDE_INTERFACE)
+        .or_else(|| {
+            exports
+                .iter()
+                .map(|n| split_version(n))
+                .find(|(n, _)| n.starts_with("engine:plugin/"))
+        });
+    match ours {
+        Some((_, Some(v))) if v == CONTRACT_VERSION => Ok(()),
+        Some((_, found)) => Err(PluginError::Version {
+            plugin: plugin.to_string(),
+            found: found.unwrap_or("(unversioned)").to_string(),
+            supported: CONTRACT_VERSION.to_string(),
+        }),
+        None => Err(PluginError::Load {
+            plugin: plugin.to_string(),
+            reason: format!(
+                "it does not export {DECIDE_INTERFACE}@{CONTRACT_VERSION} (its exports: [{}]); is it an engine plugin built with engine-plugin-sdk and engine_plugin_sdk::export_plugin!?",
+                exports.join(", ")
+            ),
+        }),
+    }
+}
+
+fn why_denied(iface: &str) -> &'static str {
+    match iface.split('/').next().unwrap_or("") {
+        "wasi:filesystem" => "plugins get no filesystem (remove std::fs and file I/O)",
+        "wasi:sockets" => "plugins get no network (remove std::net and network clients)",
+        "wasi:clocks" => "plugins get no clock (use the context's `now` instead of SystemTime/Instant)",
+        "wasi:random" => "plugins get no randomness (a decision must be deterministic)",
+        "wasi:http" => "plugins get no network",
+        _ => "the sandbox provides only engine:plugin/host and the WASI stubs Rust's std needs",
+    }
+}
+
+/// Refuse forbidden imports; define the deny-all WASI stubs the plugin imports.
+pub(crate) fn link_imports(
+    plugin: &str,
+    engine: &Engine,
+    ty: &ComponentType,
+    linker: &mut Linker<State>,
+) -> Result<(), PluginError> {
+    let mut refused = Vec::new();
+    let mut stubs = Vec::new();
+    for (name, item) in ty.imports(engine) {
+        let (iface, version) = split_version(name);
+        if iface.starts_with("engine:plugin/") {
+            if version != Some(CONTRACT_VERSION) {
+                return Err(PluginError::Version {
+                    plugin: plugin.to_string(),
+                    found: version.unwrap_or("(unversioned)").to_string(),
+                    supported: CONTRACT_VERSION.to_string(),
+                });
+            }
+            continue;
+        }
+        let known = STD_WASI_INTERFACES.contains(&iface);
+        match (known, version) {
+            (true, Some(v)) if v.starts_with("0.2.") => stubs.push((name.to_string(), item)),
+            (true, _) => refused.push(format!(
+                "{name} (only WASI 0.2.x is supported; build for the wasm32-wasip2 target)"
+            )),
+            (false, _) => refused.push(format!("{name}: {}", why_denied(iface))),
+        }
+    }
+    if !refused.is_empty() {
+        return Err(PluginError::Load {
+            plugin: plugin.to_string(),
+            reason: format!(
+                "it imports what the sandbox does not provide: {}",
+                refused.join("; ")
+            ),
+        });
+    }
+    let err = |name: &str, e: wasmtime::Error| PluginError::Load {
+        plugin: plugin.to_string(),
+        reason: format!("cannot define the sandbox stub of {name}: {e}"),
+    };
+    let mut resources = BTreeSet::new();
+    for (name, item) in stubs {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            return Err(PluginError::Load {
+                plugin: plugin.to_string(),
+                reason: format!("it imports {name} as something other than an interface"),
+            });
+        };
+        let iface = split_version(&name).0.to_string();
+        let mut li = linker.instance(&name).map_err(|e| err(&name, e))?;
+        for (fname, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::Resource(_) => {
+                    resources.insert(format!("{iface}#{fname}"));
+                    let ty = resource_type(fname);
+                    li.resource(fname, ty, |_, _| Ok(()))
+                        .map_err(|e| err(&name, e))?;
+                }
+                ComponentItem::ComponentFunc(_) => {
+                    let (iface, fname) = (iface.clone(), fname.to_string());
+                    let full = fname.clone();
+                    li.func_new(&full, move |store, _ty, params, results| {
+                        stub(store, &iface, &fname, params, results)
+                    })
+                    .map_err(|e| err(&name, e))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+// Host-side marker types of the WASI resources; never instantiated.
+struct InputStream;
+struct OutputStream;
+struct IoError;
+struct Pollable;
+struct TerminalInput;
+struct TerminalOutput;
+struct OtherResource;
+
+fn resource_type(name: &str) -> ResourceType {
+    match name {
+        "input-stream" => ResourceType::host::<InputStream>(),
+        "output-stream" => ResourceType::host::<OutputStream>(),
+        "error" => ResourceType::host::<IoError>(),
+        "pollable" => ResourceType::host::<Pollable>(),
+        "terminal-input" => ResourceType::host::<TerminalInput>(),
+        "terminal-output" => ResourceType::host::<TerminalOutput>(),
+        _ => ResourceType::host::<OtherResource>(),
+    }
+}
+
+/// The behaviour of one deny-all WASI function.
+fn stub(
+    mut store: StoreContextMut<'_, State>,
+    iface: &str,
+    fname: &str,
+    params: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let ok_unit = || Val::Result(Ok(None));
+    let value = match (iface, fname) {
+        ("wasi:cli/environment", "get-environment" | "get-arguments") => Val::List(Vec::new()),
+        ("wasi:cli/environment", "initial-cwd") => Val::Option(None),
+        (
+            "wasi:cli/terminal-stdin" | "wasi:cli/terminal-stdout" | "wasi:cli/terminal-stderr",
+            _,
+        ) => Val::Option(None),
+        ("wasi:cli/stdin", "get-stdin") => {
+            Val::Resource(Resource::<InputStream>::new_own(0).try_into_resource_any(&mut store)?)
+        }
+        ("wasi:cli/stdout", "get-stdout") => {
+            Val::Resource(Resource::<OutputStream>::new_own(1).try_into_resource_any(&mut store)?)
+        }
+        ("wasi:cli/stderr", "get-stderr") => {
+            Val::Resource(Resource::<OutputStream>::new_own(2).try_into_resource_any(&mut store)?)
+        }
+        ("wasi:io/streams", "[method]output-stream.check-write") => {
+            Val::Result(Ok(Some(Box::new(Val::U64(MAX_STDERR_BYTES as u64)))))
+        }
+        (
+            "wasi:io/streams",
+            "[method]output-stream.write" | "[method]output-stream.blocking-write-and-flush",
+        ) => {
+            if let Some(Val::List(bytes)) = params.get(1) {
+                let console = &mut store.data_mut().console;
+                for b in bytes {
+                    if console.len() >= MAX_STDERR_BYTES {
+                        break;
+                    }
+                    if let Val::U8(b) = b {
+                        console.push(*b);
+                    }
+                }
+            }
+            ok_unit()
+        }
+        (
+            "wasi:io/streams",
+            "[method]output-stream.flush" | "[method]output-stream.blocking-flush",
+        ) => ok_unit(),
+        ("wasi:io/streams", f) if f.starts_with("[method]input-stream.") => {
+            // stream-error::closed
+            Val::Result(Err(Some(Box::new(Val::Variant("closed".to_string(), None)))))
+        }
+        _ => {
+            let what = format!(
+                "the plugin called {iface}#{fname}, which the sandbox denies ({})",
+                if iface == "wasi:cli/exit" {
+                    "a plugin must return, not exit"
+                } else {
+                    "plugins get no I/O"
+                }
+            );
+            store.data_mut().denied.get_or_insert(what.clone());
+            return Err(wasmtime::format_err!("{what}"));
+        }
+    };
+    match results.first_mut() {
+        Some(slot) => *slot = value,
+        None => {
+            return Err(wasmtime::format_err!(
+                "sandbox stub {iface}#{fname} has no result slot"
+            ));
+        }
+    }
+    Ok(())
+}
