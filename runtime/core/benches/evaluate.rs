@@ -20,7 +20,9 @@ fn now() -> DateTime<Utc> {
 
 /// A deterministic report with a realistic mix: passwords, 0/1/2 keys, never-used values.
 fn generate(users: usize) -> Vec<u8> {
-    let mut out = String::from("user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated\n");
+    let mut out = String::from(
+        "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,password_next_rotation,mfa_active,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_1_last_used_region,access_key_1_last_used_service,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used_service,cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated\n",
+    );
     let ts = |days: u64| (now() - TimeDelta::days(days as i64)).to_rfc3339();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut rnd = |m: u64| {
@@ -38,7 +40,12 @@ fn generate(users: usize) -> Vec<u8> {
         let mut key = || match rnd(3) {
             0 => "false,N/A,N/A,N/A,N/A".to_string(),
             1 => format!("true,{},N/A,N/A,N/A", ts(rnd(400))),
-            _ => format!("{},{},{},us-east-1,s3", rnd(4) != 0, ts(rnd(600)), ts(rnd(300))),
+            _ => format!(
+                "{},{},{},us-east-1,s3",
+                rnd(4) != 0,
+                ts(rnd(600)),
+                ts(rnd(300))
+            ),
         };
         let k1 = key();
         let k2 = key();

@@ -357,24 +357,59 @@ pub struct Summary {
     pub delete_login_profile: usize,
     /// Accepted actions of `mode = "report"` policies: shown, never applied.
     pub report_only: usize,
+    /// Deactivations of keys another policy deletes in the same run.
+    pub superseded: usize,
     pub refused: usize,
     pub failed_policies: usize,
 }
 
 impl Plan {
+    /// The accepted actions made redundant by a stronger action on the same
+    /// credential under another policy: a key that one policy deletes is not
+    /// also deactivated by another. Returns `(policy index, action index)` pairs.
+    ///
+    /// Only actions that will be applied count as the stronger one: a
+    /// `mode = "report"` policy's delete supersedes nothing.
+    pub fn superseded(&self) -> Vec<(usize, usize)> {
+        let deleted: std::collections::HashSet<(&str, Credential)> = self
+            .policies
+            .iter()
+            .filter(|p| p.mode == Mode::Enforce)
+            .flat_map(|p| &p.actions)
+            .filter(|a| a.action == ActionKind::DeleteAccessKey)
+            .map(|a| (a.user.as_str(), a.credential))
+            .collect();
+        let mut out = Vec::new();
+        for (pi, p) in self.policies.iter().enumerate() {
+            for (ai, a) in p.actions.iter().enumerate() {
+                if a.action == ActionKind::DeactivateAccessKey
+                    && deleted.contains(&(a.user.as_str(), a.credential))
+                {
+                    out.push((pi, ai));
+                }
+            }
+        }
+        out
+    }
+
     pub fn summary(&self) -> Summary {
+        let superseded = self.superseded();
         let mut s = Summary {
             policies: self.policies.len(),
             ..Summary::default()
         };
-        for p in &self.policies {
+        for (pi, p) in self.policies.iter().enumerate() {
             s.findings += p.findings.len();
             s.exempt += p.findings.iter().filter(|f| f.exempt).count();
             s.protected += p.findings.iter().filter(|f| f.protected.is_some()).count();
             s.refused += p.refused.len();
             s.failed_policies += usize::from(p.failure.is_some());
-            for a in &p.actions {
+            for (ai, a) in p.actions.iter().enumerate() {
                 if !a.action.mutates() {
+                    continue;
+                }
+                if superseded.contains(&(pi, ai)) {
+                    s.superseded += 1;
                     continue;
                 }
                 if p.mode == Mode::Report {

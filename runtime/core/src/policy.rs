@@ -745,10 +745,7 @@ impl FileCtx<'_> {
                             Err(e) => self.problems.push(
                                 Problem::new(
                                     "invalid-schedule",
-                                    format!(
-                                        "invalid cron schedule {s:?}: {}",
-                                        e.to_string().lines().last().unwrap_or_default().trim()
-                                    ),
+                                    format!("invalid cron schedule {s:?}: {}", cron_detail(&s, &e)),
                                 )
                                 .at(self.id, v.span(), "not a cron expression")
                                 .note("six or seven fields, seconds first: \"sec min hour day-of-month month day-of-week [year]\", e.g. \"0 0 */6 * * *\""),
@@ -1017,6 +1014,20 @@ const POLICY_KEYS: &[&str] = &[
 ];
 
 const PLUGIN_KEYS: &[&str] = &["source", "sha256", "timeout_ms", "memory_mb", "allow"];
+
+/// The useful part of the cron crate's error, which echoes the input and a caret.
+fn cron_detail(expr: &str, e: &cron::error::Error) -> String {
+    let fields = expr.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return format!("{fields} fields, expected 6 or 7");
+    }
+    let text = e.to_string();
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| l.chars().any(char::is_alphabetic) && *l != expr.trim())
+        .unwrap_or("not a valid expression")
+        .to_string()
+}
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()

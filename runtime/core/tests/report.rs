@@ -25,7 +25,7 @@ fn parses_the_shipped_example() {
     ))
     .unwrap();
     let r = CredentialReport::parse(&bytes).unwrap();
-    assert_eq!(r.rows.len(), 12);
+    assert_eq!(r.rows.len(), 13);
     assert!(r.rows[0].is_root());
     assert_eq!(r.rows[5].user, "ci,deploy=bot");
 }
