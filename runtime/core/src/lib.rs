@@ -9,6 +9,7 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod rules;
+pub mod snapshot;
 
 pub use finding::{Basis, Control, Credential, Finding, Protection};
 pub use plan::{
