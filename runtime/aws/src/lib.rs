@@ -1,0 +1,324 @@
+//! The live-AWS adapter: IAM and STS through the official AWS SDK for Rust.
+//!
+//! This crate is the only place that talks to AWS. It resolves credentials and
+//! region the way the AWS CLI does (default chain, `--profile`, `--region`,
+//! `AWS_ENDPOINT_URL` and its per-service variants), fetches the credential
+//! report, and makes the few writes remediation needs. Every call goes through
+//! the SDK's standard retry strategy (throttling, 5xx and dropped connections
+//! are retried with backoff), and writes are idempotent: `NoSuchEntity` on a
+//! delete means the thing is already gone, which is what was wanted.
+
+mod error;
+mod report;
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_iam::config::ProvideCredentials;
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::types::StatusType;
+use chrono::{DateTime, Utc};
+
+pub use error::AwsError;
+pub use report::{Backoff, FetchedReport, ReportProgress, should_reuse};
+
+/// How to connect: which credentials and region, and how patient to be.
+#[derive(Debug, Clone)]
+pub struct AwsOptions {
+    /// A named profile from the shared config files, like `--profile`.
+    pub profile: Option<String>,
+    /// The region, like `--region`. IAM is global; this picks the partition
+    /// and the STS endpoint. Without one anywhere, `us-east-1` is used.
+    pub region: Option<String>,
+    /// An endpoint for every service, overriding `AWS_ENDPOINT_URL`. For
+    /// tests and private endpoints; leave unset in production.
+    pub endpoint_url: Option<String>,
+    /// Reuse an existing credential report younger than this (default 4 h).
+    pub report_max_age: Duration,
+    /// Give up waiting for a credential report after this (default 5 min).
+    pub report_max_wait: Duration,
+    /// Attempts per API call, retries included, for throttling, 5xx and
+    /// connection errors (default 8).
+    pub max_attempts: u32,
+    /// The first retry delay of an API call; it doubles per attempt, with
+    /// jitter, up to 20 s (default 1 s).
+    pub initial_backoff: Duration,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            profile: None,
+            region: None,
+            endpoint_url: None,
+            report_max_age: Duration::from_secs(4 * 3600),
+            report_max_wait: Duration::from_secs(5 * 60),
+            max_attempts: 8,
+            initial_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The region used when none is configured: IAM is global, and its endpoint
+/// for the `aws` partition is signed for `us-east-1`.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// Connect and read timeouts for one attempt: a hung connection fails and is
+/// retried instead of stalling a run. Generous, because a credential report
+/// of a large account is tens of megabytes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Who the credentials in use belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub arn: String,
+    pub user_id: String,
+    /// The access key id of the credentials in use (never the secret).
+    pub access_key_id: String,
+}
+
+/// One access key of a user, as `ListAccessKeys` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyMeta {
+    pub id: String,
+    pub active: bool,
+    pub create_date: DateTime<Utc>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// AWS made the change.
+    Done,
+    /// The credential was already gone (`NoSuchEntity`): nothing to do.
+    AlreadyGone,
+}
+
+/// A connection to one AWS account.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    iam: aws_sdk_iam::Client,
+    sts: aws_sdk_sts::Client,
+    config: SdkConfig,
+    opts: AwsOptions,
+}
+
+impl Aws {
+    /// Resolve credentials and region from the default chain (environment,
+    /// shared config and credentials files, SSO, container and instance
+    /// roles), as adjusted by `opts`, and check that credentials exist.
+    pub async fn connect(opts: &AwsOptions) -> Result<Aws, AwsError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(profile) = &opts.profile {
+            // The default chain reads AWS_ACCESS_KEY_ID before any profile; an
+            // explicit profile wins over the environment, as in the AWS CLI.
+            let credentials = aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(profile)
+                .build();
+            loader = loader
+                .profile_name(profile)
+                .credentials_provider(credentials);
+        }
+        if let Some(region) = &opts.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &opts.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let config = loader.load().await;
+        Aws::from_sdk_config(&config, opts).await
+    }
+
+    /// Use an already loaded SDK configuration (for callers that build their
+    /// own, e.g. with assumed-role credentials). Retry and timeout settings
+    /// come from `opts`; `opts.profile`, `region` and `endpoint_url` are ignored.
+    pub async fn from_sdk_config(config: &SdkConfig, opts: &AwsOptions) -> Result<Aws, AwsError> {
+        let Some(provider) = config.credentials_provider() else {
+            return Err(AwsError::Credentials {
+                message: "no credentials provider is configured".into(),
+            });
+        };
+        if let Err(e) = provider.provide_credentials().await {
+            return Err(AwsError::Credentials {
+                message: aws_sdk_iam::error::DisplayErrorContext(&e).to_string(),
+            });
+        }
+        let mut builder = config.to_builder();
+        builder.set_retry_config(Some(
+            RetryConfig::standard()
+                .with_max_attempts(opts.max_attempts.max(1))
+                .with_initial_backoff(opts.initial_backoff),
+        ));
+        builder.set_timeout_config(Some(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        ));
+        if config.region().is_none() {
+            builder.set_region(Some(Region::from_static(FALLBACK_REGION)));
+        }
+        let config = builder.build();
+        Ok(Aws {
+            iam: aws_sdk_iam::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+            config,
+            opts: opts.clone(),
+        })
+    }
+
+    /// The region in use.
+    pub fn region(&self) -> Option<&str> {
+        self.config.region().map(|r| r.as_ref())
+    }
+
+    /// Who the credentials in use belong to (`GetCallerIdentity`).
+    pub async fn identity(&self) -> Result<Identity, AwsError> {
+        const OP: &str = "GetCallerIdentity";
+        let out = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| self.classify(OP, e))?;
+        let access_key_id = match self.config.credentials_provider() {
+            Some(provider) => provider
+                .provide_credentials()
+                .await
+                .map_err(|e| AwsError::Credentials {
+                    message: aws_sdk_iam::error::DisplayErrorContext(&e).to_string(),
+                })?
+                .access_key_id()
+                .to_string(),
+            None => String::new(),
+        };
+        let field = |value: Option<&str>, name: &str| {
+            value.map(str::to_string).ok_or_else(|| AwsError::Response {
+                operation: OP,
+                message: format!("the answer has no {name}"),
+            })
+        };
+        Ok(Identity {
+            account: field(out.account(), "account")?,
+            arn: field(out.arn(), "arn")?,
+            user_id: field(out.user_id(), "user id")?,
+            access_key_id,
+        })
+    }
+
+    /// A user's access keys (all pages of `ListAccessKeys`).
+    pub async fn list_access_keys(&self, user: &str) -> Result<Vec<AccessKeyMeta>, AwsError> {
+        const OP: &str = "ListAccessKeys";
+        let mut pages = self
+            .iam
+            .list_access_keys()
+            .user_name(user)
+            .into_paginator()
+            .items()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(item) = pages.next().await {
+            let meta = item.map_err(|e| self.classify(OP, e))?;
+            let create_date =
+                meta.create_date()
+                    .and_then(to_chrono)
+                    .ok_or_else(|| AwsError::Response {
+                        operation: OP,
+                        message: format!(
+                            "access key {:?} has no valid create date",
+                            meta.access_key_id()
+                        ),
+                    })?;
+            keys.push(AccessKeyMeta {
+                id: meta.access_key_id().unwrap_or_default().to_string(),
+                active: meta.status() == Some(&StatusType::Active),
+                create_date,
+            });
+        }
+        Ok(keys)
+    }
+
+    /// Delete an access key. An already deleted key (or user) is [`WriteOutcome::AlreadyGone`].
+    pub async fn delete_access_key(
+        &self,
+        user: &str,
+        key_id: &str,
+    ) -> Result<WriteOutcome, AwsError> {
+        let result = self
+            .iam
+            .delete_access_key()
+            .user_name(user)
+            .access_key_id(key_id)
+            .send()
+            .await;
+        self.write_outcome("DeleteAccessKey", result)
+    }
+
+    /// Make an access key inactive (`UpdateAccessKey`). A missing key is
+    /// [`WriteOutcome::AlreadyGone`]; an already inactive one is `Done`.
+    pub async fn deactivate_access_key(
+        &self,
+        user: &str,
+        key_id: &str,
+    ) -> Result<WriteOutcome, AwsError> {
+        let result = self
+            .iam
+            .update_access_key()
+            .user_name(user)
+            .access_key_id(key_id)
+            .status(StatusType::Inactive)
+            .send()
+            .await;
+        self.write_outcome("UpdateAccessKey", result)
+    }
+
+    /// Delete a user's console password. No password is [`WriteOutcome::AlreadyGone`].
+    pub async fn delete_login_profile(&self, user: &str) -> Result<WriteOutcome, AwsError> {
+        let result = self.iam.delete_login_profile().user_name(user).send().await;
+        self.write_outcome("DeleteLoginProfile", result)
+    }
+
+    /// Whether a user has a console password now (`GetLoginProfile`).
+    pub async fn login_profile_exists(&self, user: &str) -> Result<bool, AwsError> {
+        match self.iam.get_login_profile().user_name(user).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_no_such_entity(&e) => Ok(false),
+            Err(e) => Err(self.classify("GetLoginProfile", e)),
+        }
+    }
+
+    fn write_outcome<T, E, R>(
+        &self,
+        operation: &'static str,
+        result: Result<T, SdkError<E, R>>,
+    ) -> Result<WriteOutcome, AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        match result {
+            Ok(_) => Ok(WriteOutcome::Done),
+            Err(e) if is_no_such_entity(&e) => Ok(WriteOutcome::AlreadyGone),
+            Err(e) => Err(self.classify(operation, e)),
+        }
+    }
+
+    fn classify<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        error::classify(operation, self.opts.max_attempts, err)
+    }
+}
+
+fn is_no_such_entity<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(err, SdkError::ServiceError(s) if s.err().code() == Some("NoSuchEntity"))
+}
+
+/// An SDK timestamp as a chrono one (`None` if out of chrono's range).
+fn to_chrono(t: &aws_sdk_iam::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}

@@ -1,0 +1,350 @@
+//! Test support: a moto IAM/STS server per test.
+//!
+//! Tests run the real AWS SDK over HTTP against moto (`tests/moto/server.py`),
+//! one server process per [`Moto`], so tests have isolated state and run in
+//! parallel. The server adds test-only endpoints that this module wraps:
+//! seeding users with backdated dates, the IAM state for before/after
+//! comparisons, API call counts, and fault injection (throttling, dropped
+//! connections).
+//!
+//! The Python comes from `ENGINE_TEST_PYTHON`, which `scripts/test` sets after
+//! installing moto into `.venv`. Without it the test fails with a message that
+//! says so: a missing moto is never a silent skip.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The account moto puts everything in when the credentials are not its own.
+pub const ACCOUNT_ID: &str = "123456789012";
+/// Static credentials for the SDK; moto accepts any.
+pub const ACCESS_KEY_ID: &str = "AKIAENGINETESTKEY000";
+pub const SECRET_ACCESS_KEY: &str = "engine-test-secret-access-key-not-real";
+pub const REGION: &str = "us-east-1";
+
+const HINT: &str = "run the tests with scripts/test, which installs moto into .venv \
+                    and sets ENGINE_TEST_PYTHON (or set ENGINE_TEST_PYTHON to a python \
+                    that has `moto[server]` from tests/moto/requirements.txt)";
+
+/// A user to create, with backdated dates.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedUser {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub created: DateTime<Utc>,
+    pub password: Option<SeedPassword>,
+    pub keys: Vec<SeedKey>,
+}
+
+/// A console password.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedPassword {
+    pub changed: DateTime<Utc>,
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+/// An access key.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedKey {
+    pub created: DateTime<Utc>,
+    pub last_used: Option<DateTime<Utc>>,
+    pub active: bool,
+}
+
+impl SeedUser {
+    /// A user without password or keys.
+    pub fn new(name: &str, created: DateTime<Utc>) -> SeedUser {
+        SeedUser {
+            name: name.to_string(),
+            path: None,
+            created,
+            password: None,
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn path(mut self, path: &str) -> SeedUser {
+        self.path = Some(path.to_string());
+        self
+    }
+
+    pub fn password(
+        mut self,
+        changed: DateTime<Utc>,
+        last_used: Option<DateTime<Utc>>,
+    ) -> SeedUser {
+        self.password = Some(SeedPassword { changed, last_used });
+        self
+    }
+
+    /// Add an access key (a user has at most two).
+    pub fn key(
+        mut self,
+        created: DateTime<Utc>,
+        last_used: Option<DateTime<Utc>>,
+        active: bool,
+    ) -> SeedUser {
+        self.keys.push(SeedKey {
+            created,
+            last_used,
+            active,
+        });
+        self
+    }
+}
+
+/// A seeded user's access key ids, in the order they were given.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SeededUser {
+    pub name: String,
+    pub keys: Vec<String>,
+}
+
+/// Moto's IAM state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct State {
+    pub users: Vec<UserState>,
+}
+
+impl State {
+    pub fn user(&self, name: &str) -> Option<&UserState> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UserState {
+    pub name: String,
+    pub path: String,
+    pub arn: String,
+    pub created: DateTime<Utc>,
+    pub login_profile: bool,
+    pub password_last_used: Option<DateTime<Utc>>,
+    pub keys: Vec<KeyState>,
+}
+
+impl UserState {
+    pub fn key(&self, id: &str) -> Option<&KeyState> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct KeyState {
+    pub id: String,
+    /// `Active` or `Inactive`.
+    pub status: String,
+    pub created: DateTime<Utc>,
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+/// Faults to inject into API calls from now on. The default is none.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Faults {
+    /// Share of calls answered with a `Throttling` error, without reaching moto.
+    pub throttle: f64,
+    /// Share of calls that moto processes, and whose connection is then
+    /// closed without a response.
+    pub drop: f64,
+    /// Seed of the draws: the same calls in the same order get the same faults.
+    pub seed: u64,
+    /// Only these actions (`DeleteAccessKey`, ...); all when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
+}
+
+/// How many faults were injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Injected {
+    pub throttled: u64,
+    pub dropped: u64,
+}
+
+/// A moto server of its own, killed on drop.
+pub struct Moto {
+    child: Child,
+    port: u16,
+    agent: ureq::Agent,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Moto {
+    /// Start a server. Panics, saying how to fix it, if moto cannot be run.
+    pub fn start() -> Moto {
+        let python = match std::env::var_os("ENGINE_TEST_PYTHON") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => panic!("ENGINE_TEST_PYTHON is not set, so moto cannot be started: {HINT}"),
+        };
+        let script = workspace_root().join("tests/moto/server.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not run {} {}: {e}; {HINT}",
+                    python.display(),
+                    script.display()
+                )
+            });
+
+        // Keep stderr drained (a full pipe would block the server) and at hand for panics.
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut s) = sink.lock()
+                        && s.len() < 64 * 1024
+                    {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut line);
+        }
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            // Give the stderr thread a moment to collect the traceback.
+            std::thread::sleep(Duration::from_millis(200));
+            let err = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+            panic!(
+                "the moto server did not start (first line {line:?}); {HINT}\n--- server stderr ---\n{err}"
+            );
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Moto {
+            child,
+            port,
+            agent,
+            stderr,
+        }
+    }
+
+    /// The endpoint for the SDK: `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Create users with backdated dates; returns their key ids, in order.
+    pub fn seed(&self, users: &[SeedUser]) -> Vec<SeededUser> {
+        self.post("seed", &users)
+    }
+
+    /// Moto's IAM state now.
+    pub fn state(&self) -> State {
+        self.get("state")
+    }
+
+    /// IAM/STS calls by action name since start or the last reset.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.get("calls")
+    }
+
+    /// Total IAM/STS calls since start or the last reset.
+    pub fn total_calls(&self) -> u64 {
+        self.calls().values().sum()
+    }
+
+    pub fn reset_calls(&self) {
+        let _: serde_json::Value = self.post("calls/reset", &serde_json::json!({}));
+    }
+
+    /// Inject faults from now on; `Faults::default()` turns them off.
+    pub fn faults(&self, faults: &Faults) {
+        let _: serde_json::Value = self.post("faults", faults);
+    }
+
+    /// Faults injected since the last [`Moto::faults`].
+    pub fn injected(&self) -> Injected {
+        self.get("faults")
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let url = format!("{}/_engine/{path}", self.endpoint());
+        let response = self.agent.get(&url).call();
+        self.read(&url, response)
+    }
+
+    fn post<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> T {
+        let url = format!("{}/_engine/{path}", self.endpoint());
+        let response = self.agent.post(&url).send_json(body);
+        self.read(&url, response)
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> T {
+        let mut response = response.unwrap_or_else(|e| panic!("{url}: {e}{}", self.stderr_tail()));
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("{url}: reading the answer: {e}"));
+        if !status.is_success() {
+            panic!("{url}: {status}: {text}{}", self.stderr_tail());
+        }
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e} in {text}"))
+    }
+
+    fn stderr_tail(&self) -> String {
+        let err = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        if err.is_empty() {
+            String::new()
+        } else {
+            format!("\n--- server stderr ---\n{err}")
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace root: this crate lives in `runtime/testkit`.
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or(manifest)
+}

@@ -1,0 +1,346 @@
+"""A moto IAM/STS server for engine's tests, with test-only endpoints.
+
+Why this exists: the tests run the real AWS SDK over HTTP against moto, and
+need three things moto's own `moto_server` does not give them: users whose
+credentials look old (backdated creation and last-use dates, which only moto's
+Python API can set), a count of the API calls the engine made, and faults
+(throttling, dropped connections) to prove that the engine's retries end in the
+right state.
+
+Usage: `python server.py` binds 127.0.0.1 on a free port, prints `PORT <n>` as
+its first line on stdout, and serves until it is killed or its stdin closes
+(so a test runner that dies takes its server with it).
+
+Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
+
+  POST /_engine/seed          [{name, path?, created, password: null |
+                                {changed, last_used: null | date},
+                                keys: [{created, last_used: null | date, active}]}]
+                              -> [{name, keys: [access key id, ...]}] (ordered as given)
+  GET  /_engine/state         {users: [{name, path, arn, created, login_profile,
+                                password_last_used, keys: [{id, status, created,
+                                last_used}]}]}
+  GET  /_engine/calls         {Action: count} for IAM/STS calls since the last reset
+  POST /_engine/calls/reset   clears the counts
+  POST /_engine/faults        {throttle: 0.2, drop: 0.1, seed: 42, actions: [...]}
+                              `{}` turns faults off (and resets the counts below).
+  GET  /_engine/faults        {throttled: n, dropped: n} injected since the last POST
+
+Dates are RFC 3339 (`2020-01-02T03:04:05Z`). Faults are drawn from a
+`random.Random(seed)`, one draw per API call (in the order calls arrive), so a
+test that makes its calls one after another sees the same faults every run.
+A throttled call gets IAM's `Throttling` error without reaching moto. A dropped
+call is *processed by moto first*, then its connection is shut down without a
+response: the write happened but the client never heard, the nastiest case.
+
+Moto quirks this server papers over, so the report looks like AWS's:
+- moto writes `password_last_changed` as the user's creation time, and
+  `password_last_used` as `not_supported` for users without a password; AWS
+  writes the last password change, and `N/A` when there is no password.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import socket
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
+
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.iam.models import AccessKeyLastUsed, User, iam_backends
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+PREFIX = "/_engine/"
+REPORT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S+00:00"
+REGION = "us-east-1"
+
+
+def parse_date(value: str) -> datetime:
+    """An RFC 3339 date as a naive UTC datetime, which is what moto stores."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def render_date(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- moto patches ---------------------------------------------------------
+
+_moto_user_to_csv = User.to_csv
+
+
+def _user_to_csv(self: User) -> str:
+    fields = _moto_user_to_csv(self).rstrip("\n").split(",")
+    # Columns 4 and 5: password_last_used, password_last_changed.
+    if self.password:
+        changed = getattr(self, "engine_password_changed", None) or self.create_date
+        fields[5] = changed.strftime(REPORT_DATE_FORMAT)
+    else:
+        fields[4] = "N/A"
+        fields[5] = "N/A"
+    return ",".join(fields) + "\n"
+
+
+User.to_csv = _user_to_csv  # type: ignore[method-assign]
+
+
+def backend() -> Any:
+    return iam_backends[DEFAULT_ACCOUNT_ID]["global"]
+
+
+# --- test-only endpoints --------------------------------------------------
+
+
+def seed(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    iam = backend()
+    seeded = []
+    for spec in users:
+        name = spec["name"]
+        user = iam.create_user(REGION, name, spec.get("path") or "/")
+        user.create_date = parse_date(spec["created"])
+        password = spec.get("password")
+        if password is not None:
+            iam.create_login_profile(name, "Seeded-Password-1!")
+            changed = password.get("changed") or password.get("created")
+            if changed:
+                user.engine_password_changed = parse_date(changed)
+            if password.get("last_used"):
+                user.password_last_used = parse_date(password["last_used"])
+        key_ids = []
+        for key_spec in spec.get("keys", []):
+            status = "Active" if key_spec.get("active", True) else "Inactive"
+            key = iam.create_access_key(name, status=status)
+            key.create_date = parse_date(key_spec["created"])
+            if key_spec.get("last_used"):
+                key.last_used = AccessKeyLastUsed(
+                    parse_date(key_spec["last_used"]), "iam", REGION
+                )
+            key_ids.append(key.access_key_id)
+        seeded.append({"name": name, "keys": key_ids})
+    return seeded
+
+
+def state() -> dict[str, Any]:
+    users = []
+    for user in backend().users.values():
+        last_used = user.password_last_used
+        users.append(
+            {
+                "name": user.name,
+                "path": user.path,
+                "arn": user.arn,
+                "created": render_date(user.create_date),
+                "login_profile": bool(user.password),
+                "password_last_used": render_date(last_used),
+                "keys": [
+                    {
+                        "id": key.access_key_id,
+                        "status": key.status,
+                        "created": render_date(key.create_date),
+                        "last_used": render_date(
+                            key.last_used.timestamp
+                            if isinstance(key.last_used, AccessKeyLastUsed)
+                            else key.last_used
+                        ),
+                    }
+                    for key in user.access_keys
+                ],
+            }
+        )
+    return {"users": users}
+
+
+class Faults:
+    """Which API calls to throttle or drop; deterministic for a seed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.configure({})
+
+    def configure(self, spec: dict[str, Any]) -> None:
+        with self.lock:
+            self.throttle = float(spec.get("throttle", 0.0))
+            self.drop = float(spec.get("drop", 0.0))
+            self.actions = set(spec["actions"]) if spec.get("actions") else None
+            self.rng = random.Random(spec.get("seed", 0))
+            self.injected = {"throttled": 0, "dropped": 0}
+
+    def draw(self, action: str) -> str | None:
+        with self.lock:
+            if self.throttle <= 0 and self.drop <= 0:
+                return None
+            if self.actions is not None and action not in self.actions:
+                return None
+            roll = self.rng.random()
+            if roll < self.throttle:
+                self.injected["throttled"] += 1
+                return "throttle"
+            if roll < self.throttle + self.drop:
+                self.injected["dropped"] += 1
+                return "drop"
+            return None
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.injected)
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def count(self, action: str) -> None:
+        with self.lock:
+            self.counts[action] = self.counts.get(action, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+
+
+THROTTLE_BODY = (
+    b'<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+    b"<Error><Type>Sender</Type><Code>Throttling</Code>"
+    b"<Message>Rate exceeded</Message></Error>"
+    b"<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+)
+
+StartResponse = Callable[..., Any]
+
+
+class DroppedConnection(ConnectionResetError):
+    """Raised after a dropped call's socket is shut down; werkzeug treats a
+    ConnectionError from the app as a client that went away, and stays quiet."""
+
+
+class EngineApp:
+    """WSGI middleware in front of moto: test endpoints, call counts, faults."""
+
+    def __init__(self, moto: Any) -> None:
+        self.moto = moto
+        self.calls = Calls()
+        self.faults = Faults()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(PREFIX):
+            return self.engine_endpoint(environ, start_response, path[len(PREFIX) :])
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        action = self.action(environ, body)
+        if action is None:
+            return self.moto(environ, start_response)
+
+        self.calls.count(action)
+        fault = self.faults.draw(action)
+        if fault == "throttle":
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "text/xml"), ("Content-Length", str(len(THROTTLE_BODY)))],
+            )
+            return [THROTTLE_BODY]
+        if fault == "drop":
+            # Let moto do the work, then hang up without a word.
+            response = self.moto(environ, lambda *args, **kwargs: None)
+            for _ in response:
+                pass
+            if hasattr(response, "close"):
+                response.close()
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            raise DroppedConnection("engine test server dropped this call on purpose")
+        return self.moto(environ, start_response)
+
+    @staticmethod
+    def action(environ: dict[str, Any], body: bytes) -> str | None:
+        for source in (body.decode("utf-8", "replace"), environ.get("QUERY_STRING", "")):
+            values = parse_qs(source).get("Action")
+            if values:
+                return values[0]
+        return None
+
+    def engine_endpoint(
+        self, environ: dict[str, Any], start_response: StartResponse, name: str
+    ) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            payload = json.loads(raw) if raw.strip() else None
+            if method == "POST" and name == "seed":
+                result: Any = seed(payload or [])
+            elif method == "GET" and name == "state":
+                result = state()
+            elif method == "GET" and name == "calls":
+                result = self.calls.snapshot()
+            elif method == "POST" and name == "calls/reset":
+                self.calls.reset()
+                result = {}
+            elif method == "GET" and name == "faults":
+                result = self.faults.counts()
+            elif method == "POST" and name == "faults":
+                self.faults.configure(payload or {})
+                result = {}
+            else:
+                return respond(start_response, "404 Not Found", {"error": f"no endpoint {method} {PREFIX}{name}"})
+        except Exception as error:  # report to the test, don't kill the server
+            return respond(start_response, "400 Bad Request", {"error": f"{type(error).__name__}: {error}"})
+        return respond(start_response, "200 OK", result)
+
+
+def respond(start_response: StartResponse, status: str, value: Any) -> list[bytes]:
+    body = json.dumps(value).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class QuietHandler(MotoRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def main() -> None:
+    app = EngineApp(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    print(f"PORT {server.server_port}", flush=True)
+    # Serve until stdin closes (the test that started us is gone) or we are killed.
+    try:
+        while sys.stdin.read(4096):
+            pass
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
