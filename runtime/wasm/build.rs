@@ -4,7 +4,7 @@
 //! shipped plugins (embedded with `include_bytes!`), the example plugin and
 //! the hostile test plugins, in a separate target directory so it never waits
 //! on the outer build's lock. The output directory is exposed to the crate
-//! and its tests as `ENGINE_PLUGIN_WASM_DIR`.
+//! and its tests as `ENGINE_PLUGIN_WASM_DIR` (a copy under `OUT_DIR`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,7 +37,12 @@ fn main() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     if let Ok(out) = Command::new(&rustc).args(["--print", "sysroot"]).output() {
         let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !sysroot.is_empty() && !Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
+        if !sysroot.is_empty()
+            && !Path::new(&sysroot)
+                .join("lib/rustlib")
+                .join(TARGET)
+                .exists()
+        {
             panic!(
                 "the {TARGET} target is not installed (needed to build the plugins); run `rustup target add {TARGET}` and build again"
             );
@@ -47,11 +52,25 @@ fn main() {
     let mut packages: Vec<String> = PLUGINS.iter().map(|s| s.to_string()).collect();
     packages.extend(testdata_packages(&root.join("plugins/testdata")));
 
-    let target_dir = root.join("target/wasm-plugins");
+    // <target>/<profile>/build/engine-wasm-<hash>/out -> <target>/wasm-plugins, so a
+    // CARGO_TARGET_DIR (and CI's cache of it) covers the plugins too.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map(|t| t.join("wasm-plugins"))
+        .unwrap_or_else(|| root.join("target/wasm-plugins"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--locked", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for p in &packages {
         cmd.args(["-p", p]);
@@ -73,7 +92,10 @@ fn main() {
         cmd.env_remove(var);
     }
     for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_PROFILE_") || k.starts_with("CARGO_FEATURE_") || k.starts_with("CARGO_CFG_") {
+        if k.starts_with("CARGO_PROFILE_")
+            || k.starts_with("CARGO_FEATURE_")
+            || k.starts_with("CARGO_CFG_")
+        {
             cmd.env_remove(k);
         }
     }
@@ -89,22 +111,28 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`") {
+        let hint = if stderr.contains("target may not be installed")
+            || stderr.contains("can't find crate for `core`")
+        {
             format!("\n\nthe {TARGET} target is missing: run `rustup target add {TARGET}`")
         } else {
             String::new()
         };
-        panic!(
-            "building the plugins failed ({:?}):\n{stderr}{hint}",
-            cmd
-        );
+        panic!("building the plugins failed ({:?}):\n{stderr}{hint}", cmd);
     }
     let wasm_dir = target_dir.join(TARGET).join("release");
     for p in PLUGINS {
         let file = wasm_dir.join(format!("{}.wasm", p.replace('-', "_")));
-        assert!(file.exists(), "the plugin build did not produce {}", file.display());
+        assert!(
+            file.exists(),
+            "the plugin build did not produce {}",
+            file.display()
+        );
     }
-    println!("cargo:rustc-env=ENGINE_PLUGIN_WASM_DIR={}", wasm_dir.display());
+    println!(
+        "cargo:rustc-env=ENGINE_PLUGIN_WASM_DIR={}",
+        wasm_dir.display()
+    );
 }
 
 /// The package names of `plugins/testdata/*/Cargo.toml`.

@@ -98,7 +98,11 @@ mod tests {
             ]
         );
         assert_eq!(out.logs.len(), 1);
-        assert!(out.logs[0].message.contains("1 to delete"), "{:?}", out.logs);
+        assert!(
+            out.logs[0].message.contains("1 to delete"),
+            "{:?}",
+            out.logs
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ mod tests {
     #[test]
     fn keys_are_deactivated_passwords_removed() {
         let findings = [
-            key("alice").rule("cis-1.3").build(),
+            key("alice").rule(engine_plugin_sdk::Rule::Cis13).build(),
             password("alice").build(),
             password("bob").exempt().build(),
             key("<root_account>").protected().build(),

@@ -63,7 +63,9 @@ mod tests {
             ]
         );
         match &actions[3].kind {
-            engine_plugin_sdk::ActionKind::None(r) => assert!(r.contains("passwords are not handled")),
+            engine_plugin_sdk::ActionKind::None(r) => {
+                assert!(r.contains("passwords are not handled"))
+            }
             other => panic!("expected none, got {other:?}"),
         }
     }

@@ -55,7 +55,9 @@ pub mod __private {
 pub mod log;
 pub mod testing;
 
-pub use bindings::engine::plugin::types::{Action, ActionKind, Context, Credential, Finding};
+pub use bindings::engine::plugin::types::{
+    Action, ActionKind, Basis, Context, Credential, Finding, Rule,
+};
 
 /// The contract version this SDK builds plugins against.
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -98,6 +100,15 @@ macro_rules! export_plugin {
                 __EnginePluginExport with_types_in $crate::bindings
             );
         };
+        // Natively, still check the type is a Plugin (and count it as used).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn(
+            &$crate::Context,
+            &[$crate::Finding],
+        ) -> ::std::result::Result<
+            ::std::vec::Vec<$crate::Action>,
+            ::std::string::String,
+        > = <$plugin as $crate::Plugin>::decide;
     };
 }
 
@@ -162,6 +173,16 @@ impl Action {
     pub fn with_reason(mut self, reason: impl Into<String>) -> Action {
         self.reason = Some(reason.into());
         self
+    }
+}
+
+impl Rule {
+    /// The rule's name in policies, e.g. `cis-1.4`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Rule::Cis13 => "cis-1.3",
+            Rule::Cis14 => "cis-1.4",
+        }
     }
 }
 

@@ -24,17 +24,17 @@
 use std::cell::RefCell;
 
 use crate::log::Level;
-use crate::{Action, Context, Credential, Finding, Plugin};
+use crate::{Action, Basis, Context, Credential, Finding, Plugin, Rule};
 
 /// The `now` of [`context`] and the base of the builders' timestamps.
-pub const NOW: &str = "2025-01-01T00:00:00+00:00";
+pub const NOW: &str = "2025-01-01T00:00:00Z";
 
 /// A context for the policy `test-policy` (rule cis-1.4, dry run, no params).
 pub fn context() -> Context {
     Context {
         invocation_id: "test-invocation".to_string(),
         policy: "test-policy".to_string(),
-        rule: "cis-1.4".to_string(),
+        rule: Rule::Cis14,
         dry_run: true,
         now: NOW.to_string(),
         params: Vec::new(),
@@ -60,8 +60,8 @@ pub fn key(user: &str) -> FindingBuilder {
 /// A finding about the console password of `user` (cis-1.3, 100 days unused, threshold 90).
 pub fn password(user: &str) -> FindingBuilder {
     let mut b = FindingBuilder::new(user, Credential::Password);
-    b.f.rule = "cis-1.3".to_string();
-    b.f.basis = "password_last_used".to_string();
+    b.f.rule = Rule::Cis13;
+    b.f.basis = Basis::PasswordLastUsed;
     b.f.key_id = None;
     b
 }
@@ -80,9 +80,9 @@ impl FindingBuilder {
                 arn: format!("arn:aws:iam::123456789012:user/{user}"),
                 credential,
                 key_id: Some(format!("AKIA{:0>16}", user.len())),
-                rule: "cis-1.4".to_string(),
-                timestamp: "2024-09-23T00:00:00+00:00".to_string(),
-                basis: "last_rotated".to_string(),
+                rule: Rule::Cis14,
+                timestamp: "2024-09-23T00:00:00Z".to_string(),
+                basis: Basis::KeyLastRotated,
                 age_days: 100,
                 threshold_days: 90,
                 reason: String::new(),
@@ -112,8 +112,8 @@ impl FindingBuilder {
         self
     }
 
-    pub fn rule(mut self, rule: &str) -> Self {
-        self.f.rule = rule.to_string();
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.f.rule = rule;
         self
     }
 
@@ -137,7 +137,7 @@ impl FindingBuilder {
     pub fn build(mut self) -> Finding {
         if self.f.reason.is_empty() {
             self.f.reason = format!(
-                "{} is {} days old (threshold {})",
+                "{:?} is {} days old (threshold {})",
                 self.f.basis, self.f.age_days, self.f.threshold_days
             );
         }
@@ -183,5 +183,8 @@ pub fn run<P: Plugin>(ctx: &Context, findings: &[Finding]) -> Outcome {
 
 /// The actions of `outcome` as `(finding index, kind name)` pairs, for compact asserts.
 pub fn summary(actions: &[Action]) -> Vec<(u32, &'static str)> {
-    actions.iter().map(|a| (a.finding, a.kind.as_str())).collect()
+    actions
+        .iter()
+        .map(|a| (a.finding, a.kind.as_str()))
+        .collect()
 }

@@ -3,21 +3,25 @@
 //! They live in the host, not in the SDK, so the contract can stay small and
 //! stable while the domain types evolve.
 
-use engine_core::finding::Credential;
-use engine_core::plan::{ActionKind, Proposal};
 use engine_core::Finding;
+use std::fmt::Write as _;
 
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use engine_core::finding::{Basis, Credential};
+use engine_core::plan::{ActionKind, Proposal};
+use engine_core::policy::Rule;
+
+use crate::Invocation;
 use crate::bindings::engine::plugin::types as wit;
 use crate::limits;
-use crate::Invocation;
 
 pub(crate) fn context(inv: &Invocation<'_>) -> wit::Context {
     wit::Context {
         invocation_id: inv.invocation_id.to_string(),
         policy: inv.policy.name.clone(),
-        rule: inv.policy.rule.as_str().to_string(),
+        rule: rule(inv.policy.rule),
         dry_run: inv.dry_run,
-        now: inv.now.to_rfc3339(),
+        now: rfc3339(&inv.now),
         params: inv
             .policy
             .params
@@ -25,6 +29,30 @@ pub(crate) fn context(inv: &Invocation<'_>) -> wit::Context {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     }
+}
+
+fn rule(r: Rule) -> wit::Rule {
+    match r {
+        Rule::Cis13 => wit::Rule::Cis13,
+        Rule::Cis14 => wit::Rule::Cis14,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, as in the credential report); a
+/// hand-rolled writer because this runs once per finding per call.
+pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
+    let mut s = String::with_capacity(20);
+    let _ = write!(
+        s,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    s
 }
 
 pub(crate) fn finding(f: &Finding) -> wit::Finding {
@@ -37,9 +65,15 @@ pub(crate) fn finding(f: &Finding) -> wit::Finding {
             Credential::AccessKey2 => wit::Credential::AccessKey2,
         },
         key_id: f.key_id.clone(),
-        rule: f.rule.as_str().to_string(),
-        timestamp: f.timestamp.to_rfc3339(),
-        basis: f.basis.as_str().to_string(),
+        rule: rule(f.rule),
+        timestamp: rfc3339(&f.timestamp),
+        basis: match f.basis {
+            Basis::PasswordLastUsed => wit::Basis::PasswordLastUsed,
+            Basis::PasswordLastChanged => wit::Basis::PasswordLastChanged,
+            Basis::UserCreationTime => wit::Basis::UserCreationTime,
+            Basis::KeyLastUsed => wit::Basis::KeyLastUsed,
+            Basis::KeyLastRotated => wit::Basis::KeyLastRotated,
+        },
         age_days: f.age_days,
         threshold_days: f.threshold_days,
         reason: f.reason.clone(),

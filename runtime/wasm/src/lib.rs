@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use engine_core::Finding;
 use engine_core::plan::{FailureKind, PolicyFailure, Proposal};
-use engine_core::policy::{Policy, PluginConfig, PluginSource};
+use engine_core::policy::{PluginConfig, PluginSource, Policy};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
@@ -96,7 +96,9 @@ pub enum PluginError {
     )]
     MemoryLimit { plugin: String, limit_mb: u64 },
     /// Trapped: panic, `unreachable`, stack overflow, a denied WASI call...
-    #[error("plugin {plugin:?} crashed (trap): {message}; this is a bug in the plugin, report it to its author")]
+    #[error(
+        "plugin {plugin:?} crashed (trap): {message}; this is a bug in the plugin, report it to its author"
+    )]
     Trap { plugin: String, message: String },
     /// Returned something the host does not accept.
     #[error("plugin {plugin:?} returned an invalid answer: {reason}")]
@@ -348,11 +350,21 @@ impl Plugin {
     }
 
     /// Run the plugin on a policy's findings, in a fresh store.
-    pub fn decide(&self, inv: &Invocation<'_>, findings: &[Finding]) -> Result<Decision, PluginError> {
-        let limit_bytes = usize::try_from(self.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    pub fn decide(
+        &self,
+        inv: &Invocation<'_>,
+        findings: &[Finding],
+    ) -> Result<Decision, PluginError> {
+        let limit_bytes =
+            usize::try_from(self.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let mut store = Store::new(
             &self.engine,
-            State::new(&self.name, inv.invocation_id, inv.policy.name.as_str(), limit_bytes),
+            State::new(
+                &self.name,
+                inv.invocation_id,
+                inv.policy.name.as_str(),
+                limit_bytes,
+            ),
         );
         store.limiter(|s| &mut s.limits);
         let tick_ms = EPOCH_TICK.as_millis().max(1) as u64;
@@ -363,10 +375,10 @@ impl Plugin {
         let wit_findings: Vec<_> = findings.iter().map(convert::finding).collect();
 
         let start = Instant::now();
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|p| p.engine_plugin_decide().call_decide(&mut store, &ctx, &wit_findings));
+        let result = self.pre.instantiate(&mut store).and_then(|p| {
+            p.engine_plugin_decide()
+                .call_decide(&mut store, &ctx, &wit_findings)
+        });
         let elapsed = start.elapsed();
         let state = store.into_data();
         let answer = match result {
@@ -420,7 +432,11 @@ impl Plugin {
             Some(trap) => trap.to_string(),
             None => e.root_cause().to_string(),
         };
-        if let Some(denied) = &state.denied {
+        if let Some(denied) = state
+            .denied
+            .as_ref()
+            .filter(|d| !message.contains(d.as_str()))
+        {
             message = format!("{message} ({denied})");
         }
         let stderr = state.stderr_text();

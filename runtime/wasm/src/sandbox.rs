@@ -167,7 +167,11 @@ fn split_version(name: &str) -> (&str, Option<&str>) {
 }
 
 /// Check the contract version a plugin was built against, from its exports.
-pub(crate) fn check_exports(plugin: &str, engine: &Engine, ty: &ComponentType) -> Result<(), PluginError> {
+pub(crate) fn check_exports(
+    plugin: &str,
+    engine: &Engine,
+    ty: &ComponentType,
+) -> Result<(), PluginError> {
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let ours = exports
         .iter()
@@ -200,7 +204,9 @@ fn why_denied(iface: &str) -> &'static str {
     match iface.split('/').next().unwrap_or("") {
         "wasi:filesystem" => "plugins get no filesystem (remove std::fs and file I/O)",
         "wasi:sockets" => "plugins get no network (remove std::net and network clients)",
-        "wasi:clocks" => "plugins get no clock (use the context's `now` instead of SystemTime/Instant)",
+        "wasi:clocks" => {
+            "plugins get no clock (use the context's `now` instead of SystemTime/Instant)"
+        }
         "wasi:random" => "plugins get no randomness (a decision must be deterministic)",
         "wasi:http" => "plugins get no network",
         _ => "the sandbox provides only engine:plugin/host and the WASI stubs Rust's std needs",
@@ -312,6 +318,14 @@ fn stub(
     params: &[Val],
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
+    // Borrowed handles (`self` of a method) must be released before returning.
+    for p in params {
+        if let Val::Resource(r) = p
+            && !r.owned()
+        {
+            r.resource_drop(&mut store)?;
+        }
+    }
     let ok_unit = || Val::Result(Ok(None));
     let value = match (iface, fname) {
         ("wasi:cli/environment", "get-environment" | "get-arguments") => Val::List(Vec::new()),
@@ -353,9 +367,22 @@ fn stub(
             "wasi:io/streams",
             "[method]output-stream.flush" | "[method]output-stream.blocking-flush",
         ) => ok_unit(),
+        ("wasi:io/streams", "[method]output-stream.subscribe") => {
+            Val::Resource(Resource::<Pollable>::new_own(0).try_into_resource_any(&mut store)?)
+        }
+        // Every pollable is always ready: output is never blocked, input is closed.
+        ("wasi:io/poll", "[method]pollable.ready") => Val::Bool(true),
+        ("wasi:io/poll", "[method]pollable.block") => return Ok(()),
+        ("wasi:io/poll", "poll") => match params.first() {
+            Some(Val::List(items)) => Val::List((0..items.len() as u32).map(Val::U32).collect()),
+            _ => Val::List(Vec::new()),
+        },
         ("wasi:io/streams", f) if f.starts_with("[method]input-stream.") => {
             // stream-error::closed
-            Val::Result(Err(Some(Box::new(Val::Variant("closed".to_string(), None)))))
+            Val::Result(Err(Some(Box::new(Val::Variant(
+                "closed".to_string(),
+                None,
+            )))))
         }
         _ => {
             let what = format!(

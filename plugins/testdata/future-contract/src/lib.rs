@@ -6,8 +6,8 @@ wit_bindgen::generate!({
     path: "wit/v0.2.0",
 });
 
-use exports::engine::plugin::decide::Guest;
 use engine::plugin::types::{Action, Context, Finding};
+use exports::engine::plugin::decide::Guest;
 
 struct FutureContract;
 

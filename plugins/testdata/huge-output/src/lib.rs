@@ -24,7 +24,9 @@ impl Plugin for HugeOutput {
                     .collect())
             }
             "giant-error" => Err("z".repeat(1 << 20)),
-            _ => Ok((0..2_000_000).map(|i| Action::deactivate_access_key(i % 7)).collect()),
+            _ => Ok((0..2_000_000)
+                .map(|i| Action::deactivate_access_key(i % 7))
+                .collect()),
         }
     }
 }

@@ -11,7 +11,10 @@ impl Plugin for Trap {
             #[cfg(target_arch = "wasm32")]
             core::arch::wasm32::unreachable();
         }
-        panic!("testdata-trap panics on purpose with {} findings", findings.len());
+        panic!(
+            "testdata-trap panics on purpose with {} findings",
+            findings.len()
+        );
     }
 }
 
