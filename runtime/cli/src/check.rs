@@ -1,89 +1,138 @@
 //! `engine check`: evaluate, plan, render. Never changes anything.
 
 use std::io::Write;
+use std::path::Path;
 
 use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
+use engine_core::plan::Plan;
 use engine_core::policy::{self, PolicyErrors};
-use engine_core::report::CredentialReport;
 
+use crate::live::{self, Snapshot};
 use crate::render::{self, Document, Source};
-use crate::{CheckArgs, Format, exit, pipeline, plugins};
+use crate::{CheckArgs, Format, SourceArgs, exit, pipeline, plugins};
 
-pub fn run(args: &CheckArgs) -> u8 {
-    let set = match policy::load_dir(&args.dir) {
+/// Policies, snapshot and plan: everything `check` and `apply` share.
+pub struct Prepared {
+    pub snapshot: Snapshot,
+    pub plan: Plan,
+    pub doc: Document,
+}
+
+/// Load the policies, take the snapshot and plan. On failure, the error has
+/// been printed and the exit code is returned.
+pub async fn prepare(dir: &Path, args: &SourceArgs, dry_run: bool) -> Result<Prepared, u8> {
+    let set = match policy::load_dir(dir) {
         Ok(set) => set,
         Err(errors) => {
             print_policy_errors(&errors);
-            return exit::POLICY_ERROR;
+            return Err(exit::POLICY_ERROR);
         }
     };
     let now = args.now.unwrap_or_else(chrono::Utc::now);
-    let Some(report_path) = &args.report else {
-        eprintln!(
-            "error: no --report given; reading the live account is not available yet\n\
-             hint: engine check {} --report examples/credential-report.csv",
-            args.dir.display()
-        );
-        return exit::ERROR;
-    };
-    let bytes = match std::fs::read(report_path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!(
-                "error: cannot read credential report {}: {e}",
-                report_path.display()
-            );
-            return exit::ERROR;
-        }
-    };
-    let report = match CredentialReport::parse(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "error: credential report {} rejected, nothing evaluated: {e}",
-                report_path.display()
-            );
-            return exit::ERROR;
-        }
-    };
+    let mut snapshot = live::snapshot(&set, args, now).await.map_err(|e| {
+        eprintln!("error: {e}");
+        exit::ERROR
+    })?;
     tracing::info!(
         policies = set.policies.len(),
-        users = report.rows.len(),
-        "evaluating"
+        users = snapshot.report.rows.len(),
+        source = %snapshot.source,
+        "evaluated"
     );
-    let evaluated = pipeline::findings(&set, &report, now);
-    let decider = match plugins::WasmDecider::new(&set, now, true) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ERROR;
-        }
-    };
-    let plan = pipeline::plan(&set, evaluated, now, &decider, false);
-    let source = Source {
-        report: Some(report_path.display().to_string()),
-        ..Source::default()
+    let decider = plugins::WasmDecider::new(&set, now, dry_run).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::ERROR
+    })?;
+    let live = snapshot.account.is_some();
+    let evaluated = std::mem::take(&mut snapshot.evaluated);
+    let plan = pipeline::plan(&set, evaluated, now, &decider, live);
+    let source = match &snapshot.account {
+        None => Source {
+            report: Some(snapshot.source.clone()),
+            ..Source::default()
+        },
+        Some(a) => Source {
+            report: None,
+            account: Some(a.identity.account.clone()),
+            identity: Some(a.identity.arn.clone()),
+            own_key_id: Some(a.identity.access_key_id.clone()).filter(|k| !k.is_empty()),
+        },
     };
     let doc = Document::new(&plan, source);
-    let written = match args.format {
-        Format::Json => {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &doc)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(out))
-        }
-        Format::Human => {
-            let mut out = anstream::stdout().lock();
-            render::human(&mut out, &doc, &plan)
-        }
+    Ok(Prepared {
+        snapshot,
+        plan,
+        doc,
+    })
+}
+
+pub async fn run(args: &CheckArgs) -> u8 {
+    let prepared = match prepare(&args.dir, &args.source, true).await {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    if let Err(e) = written {
+    let doc = &prepared.doc;
+    if let Some(account) = &prepared.snapshot.account {
+        tracing::info!(api_calls = account.api_calls, "live check done");
+        journal_check(args, &prepared);
+    }
+    if let Some(out) = &args.out
+        && let Err(e) = save_plan(out, doc)
+    {
+        eprintln!("error: cannot save the plan to {}: {e}", out.display());
+        return exit::ERROR;
+    }
+    if let Err(e) = print(args.format, doc, &prepared.plan) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("error: cannot write output: {e}");
         }
         return exit::ERROR;
     }
-    exit_code(&doc)
+    exit_code(doc)
+}
+
+/// A live check is a run too: journal it with its findings.
+fn journal_check(args: &CheckArgs, prepared: &Prepared) {
+    let result = engine_journal::Journal::open(&args.source.account.state).and_then(|mut j| {
+        for a in j.unfinished()? {
+            tracing::warn!(
+                "run {} journaled {} on {} {} ({}) but recorded no result: the engine stopped mid-apply; check the account",
+                a.run_id,
+                a.action,
+                a.user,
+                a.credential,
+                a.key_id.as_deref().unwrap_or("-")
+            );
+        }
+        let run = j.start_run("check", &args.dir.display().to_string(), &prepared.doc.findings)?;
+        let summary = serde_json::to_string(&prepared.doc.summary).unwrap_or_default();
+        j.finish_run(run, engine_journal::RunStatus::Ok, &summary)
+    });
+    if let Err(e) = result {
+        tracing::warn!("the check was not journaled: {e}");
+    }
+}
+
+pub fn print(format: Format, doc: &Document, plan: &Plan) -> std::io::Result<()> {
+    match format {
+        Format::Json => {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, doc)?;
+            writeln!(out)
+        }
+        Format::Human => {
+            let mut out = anstream::stdout().lock();
+            render::human(&mut out, doc, plan)
+        }
+    }
+}
+
+/// Write the plan atomically: a crash never leaves half a plan behind.
+fn save_plan(path: &Path, doc: &Document) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(doc)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// 1 if any policy failed, else 2 if there are findings, else 0.

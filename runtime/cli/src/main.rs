@@ -4,7 +4,10 @@
 //! `engine-aws`); this binary parses what the user typed, resolves it into
 //! those crates' objects, renders the result and maps it to an exit code.
 
+mod apply;
 mod check;
+mod history;
+mod live;
 mod pipeline;
 mod plugins;
 mod render;
@@ -46,16 +49,51 @@ struct Cli {
 enum Command {
     /// Show what the policies would do (a dry run: nothing changes).
     ///
-    /// Evaluates every policy of DIR against a credential report and prints
-    /// the findings and the plan the plugins chose, after the host's checks.
+    /// Evaluates every policy of DIR against the account's credential report
+    /// (or a report file with --report) and prints the findings and the plan
+    /// the plugins chose, after the host's checks.
     Check(CheckArgs),
+    /// Carry out the plan: for policies in DIR, or exactly a plan saved by `check --out`.
+    ///
+    /// Shows the plan and asks for confirmation on a terminal (--auto-approve
+    /// skips it; without a terminal it refuses unless --auto-approve is given).
+    /// Every action is journaled before it is sent. `mode = "report"`
+    /// policies never act.
+    Apply(ApplyArgs),
+    /// List recent runs and their actions from the journal.
+    History(HistoryArgs),
 }
 
-#[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    /// Directory of policy files (every *.toml in it, not recursive).
-    pub dir: PathBuf,
+/// How to reach the account, and where the journal lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccountArgs {
+    /// AWS profile (shared config/credentials files); default: the standard credential chain.
+    #[arg(long, env = "AWS_PROFILE", hide_env_values = true)]
+    pub profile: Option<String>,
 
+    /// AWS region (IAM is global; this picks the partition and STS endpoint).
+    #[arg(long, env = "AWS_REGION", hide_env_values = true)]
+    pub region: Option<String>,
+
+    /// Reuse the account's existing credential report if it is younger than this
+    /// (AWS regenerates at most every 4 hours).
+    #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = humantime::parse_duration)]
+    pub report_max_age: std::time::Duration,
+
+    /// State directory holding the journal.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".engine",
+        env = "ENGINE_STATE",
+        hide_env_values = true
+    )]
+    pub state: PathBuf,
+}
+
+/// Where the credentials come from: the account, or a report file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
     /// Read the credential report from this CSV file instead of the account.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -63,6 +101,64 @@ pub struct CheckArgs {
     /// Evaluate as of this instant (RFC 3339, e.g. 2026-11-28T00:00:00Z) instead of now.
     #[arg(long, value_name = "RFC3339", value_parser = parse_now)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Directory of policy files (every *.toml in it, not recursive).
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Also save the plan as JSON to this file, for `engine apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A policy directory (plan and apply now) or a plan file saved by `engine check --out`.
+    pub target: PathBuf,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+
+    /// How many AWS calls may be in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+
+    /// Output format of the results.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// State directory holding the journal.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".engine",
+        env = "ENGINE_STATE",
+        hide_env_values = true
+    )]
+    pub state: PathBuf,
+
+    /// How many runs to show, newest first.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -102,8 +198,22 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let code = match cli.command {
-        Command::Check(args) => check::run(&args),
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
     };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Check(args) => check::run(&args).await,
+            Command::Apply(args) => apply::run(&args).await,
+            Command::History(args) => history::run(&args),
+        }
+    });
     ExitCode::from(code)
 }

@@ -17,8 +17,10 @@ pub enum Credential {
     /// The console password (login profile).
     Password,
     /// Access key slot 1 of the credential report.
+    #[serde(rename = "access_key_1")]
     AccessKey1,
     /// Access key slot 2 of the credential report.
+    #[serde(rename = "access_key_2")]
     AccessKey2,
 }
 

@@ -1,0 +1,163 @@
+//! The snapshot: the credential report, from a file or the live account,
+//! joined with key ids and the engine's own identity.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use chrono::{DateTime, Utc};
+use engine_aws::{Aws, AwsOptions, Identity, ReportProgress};
+use engine_core::report::CredentialReport;
+use engine_core::snapshot::{self, AccessKeyMeta};
+use engine_core::{Finding, PolicySet};
+
+use crate::pipeline;
+use crate::{AccountArgs, SourceArgs};
+
+/// Everything the plan is made from.
+pub struct Snapshot {
+    pub report: CredentialReport,
+    /// Per policy (index into the set), its findings.
+    pub evaluated: Vec<(usize, Vec<Finding>)>,
+    /// The live account, when not read from a file.
+    pub account: Option<Account>,
+    /// Where the report came from, for people.
+    pub source: String,
+}
+
+pub struct Account {
+    pub aws: Aws,
+    pub identity: Identity,
+    /// IAM/STS operations made for this snapshot.
+    pub api_calls: u32,
+}
+
+pub fn aws_options(args: &AccountArgs) -> AwsOptions {
+    AwsOptions {
+        profile: args.profile.clone(),
+        region: args.region.clone(),
+        report_max_age: args.report_max_age,
+        ..AwsOptions::default()
+    }
+}
+
+/// Read the report file, or the live account when there is none.
+pub async fn snapshot(
+    set: &PolicySet,
+    args: &SourceArgs,
+    now: DateTime<Utc>,
+) -> Result<Snapshot, String> {
+    if let Some(path) = &args.report {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read credential report {}: {e}", path.display()))?;
+        let report = CredentialReport::parse(&bytes).map_err(|e| {
+            format!(
+                "credential report {} rejected, nothing evaluated: {e}",
+                path.display()
+            )
+        })?;
+        let evaluated = pipeline::findings(set, &report, now);
+        return Ok(Snapshot {
+            report,
+            evaluated,
+            account: None,
+            source: path.display().to_string(),
+        });
+    }
+    let aws = connect(&args.account).await?;
+    live(set, aws, now).await
+}
+
+pub async fn connect(args: &AccountArgs) -> Result<Aws, String> {
+    Aws::connect(&aws_options(args))
+        .await
+        .map_err(|e| format!("cannot connect to AWS: {e}"))
+}
+
+async fn live(set: &PolicySet, aws: Aws, now: DateTime<Utc>) -> Result<Snapshot, String> {
+    let identity = aws
+        .identity()
+        .await
+        .map_err(|e| format!("cannot tell who the engine runs as (GetCallerIdentity): {e}"))?;
+    tracing::info!(account = %identity.account, arn = %identity.arn, key = %identity.access_key_id, "connected");
+    let tty = std::io::stderr().is_terminal();
+    let progress = move |p: ReportProgress| {
+        let line = match p {
+            ReportProgress::Generating => "asking AWS to generate a credential report".to_string(),
+            ReportProgress::Waiting {
+                attempt,
+                state,
+                next_poll,
+            } => format!(
+                "waiting for the credential report ({state}, poll {attempt}, next in {:.1}s)",
+                next_poll.as_secs_f64()
+            ),
+            ReportProgress::Downloading => "downloading the credential report".to_string(),
+        };
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            tracing::info!("{line}");
+        }
+    };
+    let fetched = aws.credential_report(&progress).await;
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    let fetched = fetched.map_err(|e| format!("cannot get the credential report: {e}"))?;
+    tracing::info!(
+        generated_at = %fetched.generated_at,
+        reused = fetched.reused,
+        calls = fetched.api_calls,
+        bytes = fetched.bytes.len(),
+        "credential report"
+    );
+    let report = CredentialReport::parse(&fetched.bytes).map_err(|e| {
+        format!("the account's credential report was rejected, nothing evaluated: {e}")
+    })?;
+    let mut evaluated = pipeline::findings(set, &report, now);
+    let all: Vec<Finding> = evaluated
+        .iter()
+        .flat_map(|(_, f)| f.iter().cloned())
+        .collect();
+    let users = snapshot::users_needing_key_ids(&all);
+    let mut keys = BTreeMap::new();
+    let mut api_calls = 1 + fetched.api_calls;
+    for user in users {
+        api_calls += 1;
+        let listed = aws
+            .list_access_keys(&user)
+            .await
+            .map_err(|e| format!("cannot list the access keys of {user}: {e}"))?;
+        keys.insert(
+            user,
+            listed
+                .into_iter()
+                .map(|k| AccessKeyMeta {
+                    id: k.id,
+                    active: k.active,
+                    created: k.create_date,
+                })
+                .collect(),
+        );
+    }
+    let mut warnings = std::collections::BTreeSet::new();
+    for (_, findings) in &mut evaluated {
+        warnings.extend(snapshot::resolve_key_ids(findings, &report, &keys));
+        if !identity.access_key_id.is_empty() {
+            snapshot::protect_own_key(findings, &identity.access_key_id);
+        }
+    }
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Snapshot {
+        report,
+        evaluated,
+        source: format!("account {}", identity.account),
+        account: Some(Account {
+            aws,
+            identity,
+            api_calls,
+        }),
+    })
+}
