@@ -587,6 +587,39 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
     assert_code(&out, 0);
     assert_state(&account.state(), &before, "nothing may change");
 
+    // A crash mid-apply leaves an intent without a result; the next run reports it.
+    {
+        let mut journal =
+            engine_journal::Journal::open(&account.dir.join(".engine")).expect("journal");
+        let run = journal.start_run("apply", "policies", &[]).expect("run");
+        let action = engine_core::PlannedAction {
+            policy: "rotate".into(),
+            action: engine_core::ActionKind::DeleteAccessKey,
+            user: "user-0001".into(),
+            arn: "arn:aws:iam::123456789012:user/user-0001".into(),
+            credential: engine_core::Credential::AccessKey1,
+            key_id: Some("AKIACRASHED".into()),
+            finding: 0,
+            reason: None,
+        };
+        journal.intent(run, &action).expect("intent");
+    }
+    let out = account.engine(&["apply", &account.policies(), "--auto-approve"]);
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("AKIACRASHED")
+            && text(&out.stderr).contains("recorded no result"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = account.engine(&["history"]);
+    assert!(
+        text(&out.stdout).contains("NO RESULT (interrupted)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_state(&account.state(), &before, "nothing may change");
+
     // A plan made from a report file has no key ids: it cannot be applied.
     let report = account.dir.join("report.csv");
     std::fs::copy(

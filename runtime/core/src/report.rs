@@ -35,9 +35,7 @@ impl Stamp {
             "N/A" => Some(Stamp::NotApplicable),
             "no_information" => Some(Stamp::NoInformation),
             "not_supported" => Some(Stamp::NotSupported),
-            _ => DateTime::parse_from_rfc3339(s)
-                .ok()
-                .map(|t| Stamp::At(t.with_timezone(&Utc))),
+            _ => parse_time(s).map(Stamp::At),
         }
     }
 
@@ -49,6 +47,41 @@ impl Stamp {
             Stamp::NotSupported => "not_supported".into(),
         }
     }
+}
+
+/// Parse an ISO-8601 / RFC 3339 timestamp with an offset, into UTC.
+///
+/// The layout AWS writes (`2026-11-25T08:30:00+00:00`) takes a fast path
+/// that still validates the date through chrono; anything else, or anything
+/// the fast path does not accept, goes to chrono's RFC 3339 parser.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    fast_utc(s.as_bytes()).or_else(|| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+fn fast_utc(b: &[u8]) -> Option<DateTime<Utc>> {
+    if b.len() != 25
+        || &b[19..] != b"+00:00"
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let year = i32::try_from(num(0, 4)?).ok()?;
+    chrono::NaiveDate::from_ymd_opt(year, num(5, 7)?, num(8, 10)?)?
+        .and_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)
+        .map(|t| t.and_utc())
 }
 
 /// A `true`/`false` field that may also be `not_supported` (root's `password_enabled`).

@@ -293,6 +293,22 @@ fn row_csv() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// The fast path for AWS's timestamp layout agrees with chrono's RFC 3339 parser.
+    #[test]
+    fn timestamp_fast_path_agrees_with_chrono(secs in -62_000_000_000i64..253_000_000_000, junk in 0usize..25, c in any::<char>()) {
+        let t = DateTime::from_timestamp(secs, 0).unwrap();
+        let s = t.to_rfc3339();
+        prop_assert_eq!(engine_core::report::parse_time(&s), Some(t));
+        // Damage one character: both parsers must still agree.
+        let mut chars: Vec<char> = s.chars().collect();
+        if junk < chars.len() {
+            chars[junk] = c;
+        }
+        let damaged: String = chars.into_iter().collect();
+        let chrono = DateTime::parse_from_rfc3339(&damaged).ok().map(|t| t.with_timezone(&Utc));
+        prop_assert_eq!(engine_core::report::parse_time(&damaged), chrono);
+    }
+
     /// Any well-formed report parses, and writing it back gives the same credentials.
     #[test]
     fn generated_reports_round_trip(rows in prop::collection::vec(row_csv(), 0..20)) {
