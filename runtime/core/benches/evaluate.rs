@@ -76,7 +76,7 @@ fn generate_with(users: usize, all_stale: bool) -> Vec<u8> {
             };
             ("true", ts(used), ts(used + r.below(200)))
         };
-        let mut key = |r: &mut Rng| {
+        let key = |r: &mut Rng| {
             let stale = all_stale || r.chance(15);
             let rotated = if stale {
                 100 + r.below(900)
