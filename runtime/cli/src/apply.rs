@@ -76,7 +76,7 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         }
     };
 
-    let mut journal = match Journal::open(&args.account.state) {
+    let mut journal = match Journal::open(&args.account.state.state) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: cannot open the journal, nothing will be done: {e}");

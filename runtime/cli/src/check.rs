@@ -93,7 +93,7 @@ pub async fn run(args: &CheckArgs) -> u8 {
 
 /// A live check is a run too: journal it with its findings.
 fn journal_check(args: &CheckArgs, prepared: &Prepared) {
-    let result = engine_journal::Journal::open(&args.source.account.state).and_then(|mut j| {
+    let result = engine_journal::Journal::open(&args.source.account.state.state).and_then(|mut j| {
         for a in j.unfinished()? {
             tracing::warn!(
                 "run {} journaled {} on {} {} ({}) but recorded no result: the engine stopped mid-apply; check the account",

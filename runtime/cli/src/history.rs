@@ -33,14 +33,14 @@ struct ActionView {
 }
 
 pub fn run(args: &HistoryArgs) -> u8 {
-    if !args.state.join(engine_journal::FILE).exists() {
+    if !args.state.state.join(engine_journal::FILE).exists() {
         eprintln!(
             "error: no journal in {} (nothing has run with this --state yet)",
-            args.state.display()
+            args.state.state.display()
         );
         return exit::ERROR;
     }
-    let journal = match Journal::open(&args.state) {
+    let journal = match Journal::open(&args.state.state) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: {e}");

@@ -80,6 +80,13 @@ pub struct AccountArgs {
     #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = humantime::parse_duration)]
     pub report_max_age: std::time::Duration,
 
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Where the journal lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
     /// State directory holding the journal.
     #[arg(
         long,
@@ -146,15 +153,8 @@ pub struct ApplyArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
-    /// State directory holding the journal.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = ".engine",
-        env = "ENGINE_STATE",
-        hide_env_values = true
-    )]
-    pub state: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
 
     /// How many runs to show, newest first.
     #[arg(long, default_value_t = 10)]

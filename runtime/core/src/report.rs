@@ -209,7 +209,9 @@ impl CredentialReport {
                 .position(|h| h == name.as_bytes())
                 .ok_or(ReportError::MissingColumn(name))?;
         }
-        let mut rows = Vec::new();
+        // A row of a real report is well over 128 bytes: reserve once rather
+        // than copy the rows on every growth of a 100,000-user report.
+        let mut rows = Vec::with_capacity(bytes.len() / 128);
         let mut record = csv::ByteRecord::new();
         // csv's own line numbers are off by one after CRLF line ends, so
         // lines are counted from byte offsets instead.
