@@ -18,6 +18,26 @@ const PLUGINS: &[&str] = &[
 
 const TARGET: &str = "wasm32-wasip2";
 
+/// The plugins need the wasm32-wasip2 target: install it with rustup for the
+/// toolchain in use, or fail with the exact command to run.
+fn install_target(sysroot: &str) {
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    println!(
+        "cargo:warning=installing the {TARGET} target with rustup (needed to build the plugins)"
+    );
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", TARGET]);
+    if let Some(t) = &toolchain {
+        cmd.args(["--toolchain", t]);
+    }
+    let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+    if !ok || !Path::new(sysroot).join("lib/rustlib").join(TARGET).exists() {
+        panic!(
+            "the {TARGET} target is not installed (needed to build the plugins) and rustup could not install it; run `rustup target add {TARGET}` and build again"
+        );
+    }
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest
@@ -43,9 +63,7 @@ fn main() {
                 .join(TARGET)
                 .exists()
         {
-            panic!(
-                "the {TARGET} target is not installed (needed to build the plugins); run `rustup target add {TARGET}` and build again"
-            );
+            install_target(&sysroot);
         }
     }
 
