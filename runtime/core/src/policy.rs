@@ -318,9 +318,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
     let mut problems = Vec::new();
     let mut policies: Vec<(Policy, usize, Range<usize>)> = Vec::new();
     let mut plugins: Vec<(PluginConfig, usize, Range<usize>)> = Vec::new();
-    // Every [plugin.NAME] seen, valid or not, so a broken plugin table does
-    // not also make every policy using it an "unknown plugin".
-    let mut declared: Vec<String> = Vec::new();
+    let mut declared = Declared::default();
 
     let ids: Vec<usize> = files
         .iter()
@@ -350,13 +348,10 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         ctx.document(doc.get_ref(), &mut policies, &mut plugins, &mut declared);
     }
 
-    // Duplicate names across (and within) files.
+    // Duplicate names across (and within) files, valid tables or not.
     let mut by_name: BTreeMap<&str, Vec<(usize, Range<usize>)>> = BTreeMap::new();
-    for (p, id, span) in &policies {
-        by_name
-            .entry(&p.name)
-            .or_default()
-            .push((*id, span.clone()));
+    for (name, id, span) in &declared.policies {
+        by_name.entry(name).or_default().push((*id, span.clone()));
     }
     for (name, places) in &by_name {
         if places.len() > 1 {
@@ -397,7 +392,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
     }
     // Every policy's action must name a known plugin.
     for (p, id, _) in &policies {
-        if plugin_map.contains_key(&p.action) || declared.contains(&p.action) {
+        if plugin_map.contains_key(&p.action) || declared.plugins.contains(&p.action) {
             continue;
         }
         let span = p.action_span.clone().unwrap_or(0..0);
@@ -460,6 +455,15 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
     })
 }
 
+/// Every table name seen, valid or not: duplicates are found among all of
+/// them, and a broken `[plugin.NAME]` does not also make every policy using
+/// it an "unknown plugin".
+#[derive(Default)]
+struct Declared {
+    plugins: Vec<String>,
+    policies: Vec<(String, usize, Range<usize>)>,
+}
+
 struct FileCtx<'a> {
     id: usize,
     path: &'a Path,
@@ -490,7 +494,7 @@ impl FileCtx<'_> {
         doc: &DeTable<'_>,
         policies: &mut Vec<(Policy, usize, Range<usize>)>,
         plugins: &mut Vec<(PluginConfig, usize, Range<usize>)>,
-        declared: &mut Vec<String>,
+        declared: &mut Declared,
     ) {
         let mut any = false;
         for (key, value) in doc.iter() {
@@ -501,6 +505,9 @@ impl FileCtx<'_> {
                     };
                     for (name, body) in table.iter() {
                         any = true;
+                        declared
+                            .policies
+                            .push((name.get_ref().to_string(), self.id, name.span()));
                         if let Some(p) = self.policy(name, body) {
                             policies.push((p, self.id, name.span()));
                         }
@@ -511,7 +518,7 @@ impl FileCtx<'_> {
                         continue;
                     };
                     for (name, body) in table.iter() {
-                        declared.push(name.get_ref().to_string());
+                        declared.plugins.push(name.get_ref().to_string());
                         if let Some(p) = self.plugin(name, body) {
                             plugins.push((p, self.id, name.span()));
                         }
