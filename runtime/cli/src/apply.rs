@@ -242,7 +242,10 @@ pub fn targets(plan: &Plan) -> Vec<PlannedAction> {
             continue;
         }
         for (ai, a) in p.actions.iter().enumerate() {
-            if a.action.mutates() && !superseded.contains(&(pi, ai)) {
+            // The host checks already refused these; a hand-edited plan file
+            // must not bring them back.
+            let remediable = p.findings.get(a.finding).is_some_and(|f| f.remediable());
+            if a.action.mutates() && remediable && !superseded.contains(&(pi, ai)) {
                 out.push(a.clone());
             }
         }

@@ -647,6 +647,53 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
 }
 
 #[test]
+fn ambiguous_key_slots_are_left_alone() {
+    let policies = "[policy.rotate]\nrule = \"cis-1.4\"\n";
+    let account = Account::new(0, policies);
+    // Two keys created in the same second: the report's slots cannot be told apart.
+    let same = days_ago(300);
+    account.moto.seed(&[
+        SeedUser::new("twins", days_ago(900))
+            .key(same, Some(days_ago(1)), true)
+            .key(same, Some(days_ago(2)), true),
+        SeedUser::new("single", days_ago(900)).key(days_ago(300), Some(days_ago(1)), true),
+    ]);
+    let before = account.state();
+    let out = account.engine(&[
+        "apply",
+        &account.policies(),
+        "--auto-approve",
+        "--format",
+        "json",
+    ]);
+    assert_code(&out, 0);
+    assert!(
+        text(&out.stderr).contains("cannot tell which is this slot"),
+        "{}",
+        text(&out.stderr)
+    );
+    let report = json(&out);
+    let refused = report["plan"]["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["user"] == "twins" && r["reason"] == "unresolved-key")
+    );
+    let mut expected = before.clone();
+    for u in &mut expected.users {
+        if u.name == "single" {
+            u.keys.clear();
+        }
+    }
+    assert_state(
+        &account.state(),
+        &expected,
+        "only the unambiguous key is deleted",
+    );
+}
+
+#[test]
 fn apply_survives_throttling_and_dropped_connections() {
     let account = Account::new(104, POLICIES);
     let before = account.state();
