@@ -368,7 +368,9 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.limits);
         let tick_ms = EPOCH_TICK.as_millis().max(1) as u64;
-        store.set_epoch_deadline(self.timeout_ms.div_ceil(tick_ms).max(1));
+        // The next tick may come at once: one tick more guarantees the plugin
+        // gets at least `timeout_ms` (and at most one tick past it).
+        store.set_epoch_deadline(self.timeout_ms.div_ceil(tick_ms) + 1);
         store.epoch_deadline_trap();
 
         let ctx = convert::context(inv);
