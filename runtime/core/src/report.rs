@@ -201,7 +201,10 @@ impl CredentialReport {
             .has_headers(true)
             .flexible(false)
             .from_reader(bytes);
-        let headers = reader.byte_headers().map_err(|e| csv_error(&e, 1))?.clone();
+        let headers = reader
+            .byte_headers()
+            .map_err(|e| csv_error(&e, 1, &csv::ByteRecord::new()))?
+            .clone();
         let mut idx = [0usize; COLUMNS.len()];
         for (slot, name) in idx.iter_mut().zip(COLUMNS) {
             *slot = headers
@@ -212,17 +215,18 @@ impl CredentialReport {
         // A row of a real report is well over 128 bytes: reserve once rather
         // than copy the rows on every growth of a 100,000-user report.
         let mut rows = Vec::with_capacity(bytes.len() / 128);
-        let mut record = csv::ByteRecord::new();
+        // Each record is checked for UTF-8 whole, in one pass.
+        let mut record = csv::StringRecord::new();
         // csv's own line numbers are off by one after CRLF line ends, so
         // lines are counted from byte offsets instead.
         let mut lines = LineCounter::new(bytes);
         loop {
-            match reader.read_byte_record(&mut record) {
+            match reader.read_record(&mut record) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
                     let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
-                    return Err(csv_error(&e, line));
+                    return Err(csv_error(&e, line, &headers));
                 }
             }
             let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
@@ -282,10 +286,7 @@ impl LineCounter<'_> {
             end += 1;
         }
         if end > self.offset {
-            self.line += self.bytes[self.offset..end]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count() as u64;
+            self.line += memchr::memchr_iter(b'\n', &self.bytes[self.offset..end]).count() as u64;
             self.offset = end;
         }
         self.line
@@ -296,37 +297,36 @@ fn bool_str(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
-fn csv_error(e: &csv::Error, line: u64) -> ReportError {
+fn csv_error(e: &csv::Error, line: u64, headers: &csv::ByteRecord) -> ReportError {
     let message = match e.kind() {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
         } => format!("expected {expected_len} fields as in the header, found {len}"),
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+        csv::ErrorKind::Utf8 { err, .. } => match headers.get(err.field()) {
+            Some(name) => format!(
+                "field `{}` is not valid UTF-8",
+                String::from_utf8_lossy(name)
+            ),
+            None => "not valid UTF-8".to_string(),
+        },
         _ => format!("not valid CSV: {e}"),
     };
     ReportError::Structure { line, message }
 }
 
 fn parse_row(
-    rec: &csv::ByteRecord,
+    rec: &csv::StringRecord,
     idx: &[usize; 12],
     line: u64,
 ) -> Result<CredentialRow, ReportError> {
-    let field = |i: usize| -> Result<&str, ReportError> {
-        let raw = rec.get(idx[i]).unwrap_or_default();
-        std::str::from_utf8(raw).map_err(|_| ReportError::Field {
-            line,
-            field: COLUMNS[i],
-            message: "not valid UTF-8".into(),
-        })
-    };
+    let field = |i: usize| -> &str { rec.get(idx[i]).unwrap_or_default() };
     let bad = |i: usize, value: &str, expected: &str| ReportError::Field {
         line,
         field: COLUMNS[i],
         message: format!("invalid value {value:?}, expected {expected}"),
     };
     let stamp = |i: usize| -> Result<Stamp, ReportError> {
-        let v = field(i)?;
+        let v = field(i);
         Stamp::parse(v).ok_or_else(|| {
             bad(
                 i,
@@ -336,10 +336,10 @@ fn parse_row(
         })
     };
     let flag = |i: usize| -> Result<Flag, ReportError> {
-        let v = field(i)?;
+        let v = field(i);
         Flag::parse(v).ok_or_else(|| bad(i, v, "true or false"))
     };
-    let user = field(0)?;
+    let user = field(0);
     if user.is_empty() {
         return Err(ReportError::Field {
             line,
@@ -372,7 +372,7 @@ fn parse_row(
     Ok(CredentialRow {
         line,
         user: user.to_string(),
-        arn: field(1)?.to_string(),
+        arn: field(1).to_string(),
         user_creation_time: stamp(2)?,
         password_enabled: flag(3)?,
         password_last_used: stamp(4)?,
