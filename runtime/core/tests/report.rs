@@ -238,7 +238,10 @@ fn invalid_utf8_in_a_field() {
     bytes.push(b'\n');
     let err = CredentialReport::parse(&bytes).unwrap_err();
     assert_eq!(err.line(), Some(2), "{err:?}");
-    assert!(err.to_string().contains("field `user` is not valid UTF-8"), "{err}");
+    assert!(
+        err.to_string().contains("field `user` is not valid UTF-8"),
+        "{err}"
+    );
 }
 
 #[test]

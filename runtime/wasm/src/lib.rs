@@ -455,3 +455,8 @@ impl Plugin {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Where the build script put the components it built (shipped, example and
+/// test plugins), for tests that load them as external plugins.
+#[doc(hidden)]
+pub const BUILT_PLUGIN_DIR: &str = env!("ENGINE_PLUGIN_WASM_DIR");
