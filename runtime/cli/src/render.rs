@@ -149,7 +149,7 @@ impl Document {
         let mut policies = Vec::new();
         for entry in &self.policies {
             let idx: Vec<usize> = (0..self.findings.len())
-                .filter(|&i| self.findings[i].policy == entry.name)
+                .filter(|&i| *self.findings[i].policy == *entry.name)
                 .collect();
             let local = |global: usize| idx.iter().position(|&i| i == global);
             let mut actions = Vec::new();
@@ -161,7 +161,7 @@ impl Document {
                     )
                 })?;
                 let f = &self.findings[a.finding];
-                if f.user != a.user || f.credential != a.credential || f.key_id != a.key_id {
+                if *f.user != *a.user || f.credential != a.credential || f.key_id != a.key_id {
                     return Err(format!(
                         "action on {} {} does not match its finding {}",
                         a.user, a.credential, a.finding
@@ -410,7 +410,7 @@ fn deleting_policy<'p>(plan: &'p Plan, f: &Finding) -> Option<&'p str> {
         .find(|p| {
             p.actions.iter().any(|a| {
                 a.action == ActionKind::DeleteAccessKey
-                    && a.user == f.user
+                    && *a.user == *f.user
                     && a.credential == f.credential
             })
         })

@@ -4,6 +4,7 @@
 //! of them and answer by index, the plan refers to them, the journal stores them.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -98,10 +99,11 @@ pub enum Protection {
 /// A credential that breaks a rule of a policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    pub policy: String,
+    pub policy: Arc<str>,
     pub rule: Rule,
-    pub user: String,
-    pub arn: String,
+    /// Shared with the report row: a finding costs no copy of the names.
+    pub user: Arc<str>,
+    pub arn: Arc<str>,
     pub credential: Credential,
     /// The access key id, once resolved against the account (`None` from a report file).
     pub key_id: Option<String>,

@@ -297,7 +297,7 @@ pub fn check_proposals(
             Some((reason, message)) => refused.push(Refusal {
                 policy: grants.policy.to_string(),
                 action: p.kind,
-                user: finding.user.clone(),
+                user: finding.user.to_string(),
                 credential: finding.credential,
                 key_id: finding.key_id.clone(),
                 finding: idx,
@@ -326,8 +326,8 @@ fn planned(policy: &str, f: &Finding, idx: usize, p: &Proposal) -> PlannedAction
     PlannedAction {
         policy: policy.to_string(),
         action: p.kind,
-        user: f.user.clone(),
-        arn: f.arn.clone(),
+        user: f.user.to_string(),
+        arn: f.arn.to_string(),
         credential: f.credential,
         key_id: f.key_id.clone(),
         finding: idx,

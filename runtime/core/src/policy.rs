@@ -106,6 +106,8 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
+    /// The name again, shared by every finding of the policy.
+    shared_name: std::sync::Arc<str>,
     pub rule: Rule,
     /// cis-1.4: a key older than this many days is a finding.
     pub max_key_age_days: u32,
@@ -135,6 +137,11 @@ impl Policy {
             Rule::Cis13 => self.max_unused_days,
             Rule::Cis14 => self.max_key_age_days,
         }
+    }
+
+    /// The name, shared (cheap to clone into findings).
+    pub fn shared_name(&self) -> std::sync::Arc<str> {
+        self.shared_name.clone()
     }
 
     /// Whether `user` matches one of the policy's `exempt_users` patterns.
@@ -830,6 +837,7 @@ impl FileCtx<'_> {
             return None;
         }
         Some(Policy {
+            shared_name: pname.as_str().into(),
             name: pname,
             rule,
             max_key_age_days: max_key_age.map_or(DEFAULT_THRESHOLD_DAYS, |(n, _)| n),

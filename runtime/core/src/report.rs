@@ -5,6 +5,8 @@
 //! with the line and field at fault: a half-read report would make a
 //! half-right plan, and the plan deletes credentials.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// The row of the account's root user.
@@ -124,8 +126,8 @@ pub struct AccessKey {
 pub struct CredentialRow {
     /// The line of the report this row starts on (1-based, header is line 1).
     pub line: u64,
-    pub user: String,
-    pub arn: String,
+    pub user: Arc<str>,
+    pub arn: Arc<str>,
     pub user_creation_time: Stamp,
     pub password_enabled: Flag,
     pub password_last_used: Stamp,
@@ -135,7 +137,7 @@ pub struct CredentialRow {
 
 impl CredentialRow {
     pub fn is_root(&self) -> bool {
-        self.user == ROOT_USER
+        &*self.user == ROOT_USER
     }
 }
 
@@ -243,8 +245,8 @@ impl CredentialReport {
         for r in &self.rows {
             let k = &r.access_keys;
             let _ = w.write_record([
-                r.user.as_str(),
-                r.arn.as_str(),
+                &*r.user,
+                &*r.arn,
                 &r.user_creation_time.render(),
                 r.password_enabled.render(),
                 &r.password_last_used.render(),
@@ -371,8 +373,8 @@ fn parse_row(
     }
     Ok(CredentialRow {
         line,
-        user: user.to_string(),
-        arn: field(1).to_string(),
+        user: Arc::from(user),
+        arn: Arc::from(field(1)),
         user_creation_time: stamp(2)?,
         password_enabled: flag(3)?,
         password_last_used: stamp(4)?,

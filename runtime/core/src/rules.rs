@@ -6,6 +6,7 @@
 //! clock is injected and tests are exact to the second.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -172,25 +173,21 @@ fn finding(
         Credential::AccessKey2 => "access key 2",
     };
     let date = at.date_naive();
-    let reason = match (policy.rule, basis) {
-        (Rule::Cis14, _) => {
-            format!("{what} last rotated {date}, {age_days} days ago (more than {threshold})")
-        }
-        (_, Basis::PasswordLastUsed | Basis::KeyLastUsed) => {
-            format!("{what} last used {date}, {age_days} days ago (at least {threshold})")
-        }
-        (_, Basis::PasswordLastChanged) => {
-            format!("{what} never used, set {date}, {age_days} days ago (at least {threshold})")
-        }
-        (_, Basis::UserCreationTime) => format!(
-            "{what} never used, user created {date}, {age_days} days ago (at least {threshold})"
-        ),
-        (_, Basis::KeyLastRotated) => {
-            format!("{what} never used, created {date}, {age_days} days ago (at least {threshold})")
-        }
+    let (verb, bound) = match (policy.rule, basis) {
+        (Rule::Cis14, _) => ("last rotated", "more than"),
+        (_, Basis::PasswordLastUsed | Basis::KeyLastUsed) => ("last used", "at least"),
+        (_, Basis::PasswordLastChanged) => ("never used, set", "at least"),
+        (_, Basis::UserCreationTime) => ("never used, user created", "at least"),
+        (_, Basis::KeyLastRotated) => ("never used, created", "at least"),
     };
+    // One allocation of the right size: this runs once per finding.
+    let mut reason = String::with_capacity(96);
+    let _ = write!(
+        reason,
+        "{what} {verb} {date}, {age_days} days ago ({bound} {threshold})"
+    );
     Finding {
-        policy: policy.name.clone(),
+        policy: policy.shared_name(),
         rule: policy.rule,
         user: row.user.clone(),
         arn: row.arn.clone(),

@@ -25,8 +25,8 @@ pub struct AccessKeyMeta {
 pub fn users_needing_key_ids(findings: &[Finding]) -> Vec<String> {
     let mut users: Vec<String> = findings
         .iter()
-        .filter(|f| f.credential.is_access_key() && f.user != ROOT_USER)
-        .map(|f| f.user.clone())
+        .filter(|f| f.credential.is_access_key() && &*f.user != ROOT_USER)
+        .map(|f| f.user.to_string())
         .collect();
     users.sort();
     users.dedup();
@@ -41,20 +41,20 @@ pub fn resolve_key_ids(
     keys: &BTreeMap<String, Vec<AccessKeyMeta>>,
 ) -> Vec<String> {
     let rows: BTreeMap<&str, &crate::report::CredentialRow> =
-        report.rows.iter().map(|r| (r.user.as_str(), r)).collect();
+        report.rows.iter().map(|r| (&*r.user, r)).collect();
     let mut warnings = Vec::new();
     for f in findings.iter_mut() {
         let Some(slot) = f.credential.slot() else {
             continue;
         };
-        if f.user == ROOT_USER {
+        if &*f.user == ROOT_USER {
             continue;
         }
-        let Some(listed) = keys.get(&f.user) else {
+        let Some(listed) = keys.get(&*f.user) else {
             continue;
         };
         let rotated = rows
-            .get(f.user.as_str())
+            .get(&*f.user)
             .and_then(|r| r.access_keys[usize::from(slot) - 1].last_rotated.time());
         let Some(rotated) = rotated else { continue };
         let matches: Vec<&AccessKeyMeta> = listed

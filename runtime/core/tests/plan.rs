@@ -11,7 +11,7 @@ fn finding(user: &str, credential: Credential) -> Finding {
         policy: "p".into(),
         rule: Rule::Cis14,
         user: user.into(),
-        arn: format!("arn:aws:iam::1:user/{user}"),
+        arn: format!("arn:aws:iam::1:user/{user}").into(),
         credential,
         key_id: Some(format!("AKIA{}", user.to_uppercase())),
         timestamp: t,

@@ -49,7 +49,7 @@ fn user(name: &str) -> CredentialRow {
     CredentialRow {
         line: 2,
         user: name.into(),
-        arn: format!("arn:aws:iam::123456789012:user/{name}"),
+        arn: format!("arn:aws:iam::123456789012:user/{name}").into(),
         user_creation_time: at(1000, 0),
         password_enabled: Flag::False,
         password_last_used: Stamp::NotApplicable,
@@ -71,7 +71,9 @@ fn run(p: &Policy, rows: Vec<CredentialRow>) -> Vec<Finding> {
 }
 
 fn creds(f: &[Finding]) -> Vec<(String, Credential)> {
-    f.iter().map(|f| (f.user.clone(), f.credential)).collect()
+    f.iter()
+        .map(|f| (f.user.to_string(), f.credential))
+        .collect()
 }
 
 #[test]
@@ -300,8 +302,8 @@ fn findings_carry_controls_and_identity() {
         ]
     );
     let f = &f14[0];
-    assert_eq!(f.policy, "rotate");
-    assert_eq!(f.arn, "arn:aws:iam::123456789012:user/alice");
+    assert_eq!(&*f.policy, "rotate");
+    assert_eq!(&*f.arn, "arn:aws:iam::123456789012:user/alice");
     assert_eq!(f.key_id, None);
     assert_eq!(Stamp::At(f.timestamp), at(100, 0));
     assert_eq!(f.age_days, 100);

@@ -85,7 +85,7 @@ fn slots_match_by_create_date_to_the_second() {
     let id = |user: &str, c: Credential| {
         findings
             .iter()
-            .filter(|f| f.user == user && f.credential == c)
+            .filter(|f| &*f.user == user && f.credential == c)
             .map(|f| f.key_id.clone())
             .collect::<Vec<_>>()
     };
@@ -128,7 +128,7 @@ fn slots_match_by_create_date_to_the_second() {
     assert!(
         findings
             .iter()
-            .filter(|f| f.user == "<root_account>")
+            .filter(|f| &*f.user == "<root_account>")
             .all(|f| f.key_id.is_none())
     );
 }

@@ -30,8 +30,8 @@ fn findings(n: usize) -> Vec<Finding> {
         .map(|i| Finding {
             policy: "bench".into(),
             rule: Rule::Cis14,
-            user: format!("user-{i}"),
-            arn: format!("arn:aws:iam::123456789012:user/user-{i}"),
+            user: format!("user-{i}").into(),
+            arn: format!("arn:aws:iam::123456789012:user/user-{i}").into(),
             credential: if i % 3 == 0 {
                 Credential::AccessKey2
             } else {

@@ -57,8 +57,8 @@ pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
 
 pub(crate) fn finding(f: &Finding) -> wit::Finding {
     wit::Finding {
-        user: f.user.clone(),
-        arn: f.arn.clone(),
+        user: f.user.to_string(),
+        arn: f.arn.to_string(),
         credential: match f.credential {
             Credential::Password => wit::Credential::Password,
             Credential::AccessKey1 => wit::Credential::AccessKey1,

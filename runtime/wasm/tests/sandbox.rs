@@ -93,7 +93,7 @@ fn finding(user: &str, credential: Credential, age_days: i64) -> Finding {
             Rule::Cis14
         },
         user: user.into(),
-        arn: format!("arn:aws:iam::123456789012:user/{user}"),
+        arn: format!("arn:aws:iam::123456789012:user/{user}").into(),
         credential,
         key_id: credential
             .is_access_key()
