@@ -38,20 +38,42 @@ fn rule(r: Rule) -> wit::Rule {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, as in the credential report); a
-/// hand-rolled writer because this runs once per finding per call.
+/// `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, as in the credential report),
+/// written digit by digit because this runs once per finding per call;
+/// years outside 0..=9999 (never in a credential report) go through `write!`.
 pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
     let mut s = String::with_capacity(20);
-    let _ = write!(
-        s,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        let _ = write!(
+            s,
+            "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        return s;
+    }
+    let year = year as u32;
+    let digits = |s: &mut String, n: u32, width: u32| {
+        for p in (0..width).rev() {
+            s.push(char::from(b'0' + (n / 10u32.pow(p) % 10) as u8));
+        }
+    };
+    digits(&mut s, year, 4);
+    s.push('-');
+    digits(&mut s, t.month(), 2);
+    s.push('-');
+    digits(&mut s, t.day(), 2);
+    s.push('T');
+    digits(&mut s, t.hour(), 2);
+    s.push(':');
+    digits(&mut s, t.minute(), 2);
+    s.push(':');
+    digits(&mut s, t.second(), 2);
+    s.push('Z');
     s
 }
 
@@ -93,5 +115,28 @@ pub(crate) fn proposal(a: wit::Action) -> Proposal {
         finding: a.finding,
         kind,
         reason: reason.map(|r| limits::truncate(r, limits::MAX_REASON_BYTES)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, SecondsFormat};
+
+    #[test]
+    fn rfc3339_matches_chrono() {
+        let mut secs: i64 = -62_000_000_000;
+        while secs < 253_402_300_799 {
+            let t = DateTime::from_timestamp(secs, 0).expect("valid");
+            assert_eq!(
+                super::rfc3339(&t),
+                t.to_rfc3339_opts(SecondsFormat::Secs, true)
+            );
+            secs += 987_654_321;
+        }
+        let far = DateTime::from_timestamp(300_000_000_000, 0).expect("valid");
+        assert!(
+            super::rfc3339(&far).starts_with("+11476-")
+                || super::rfc3339(&far).starts_with("11476-")
+        );
     }
 }
