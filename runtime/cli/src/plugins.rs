@@ -23,11 +23,27 @@ pub struct WasmDecider {
 impl WasmDecider {
     pub fn new(set: &PolicySet, now: DateTime<Utc>, dry_run: bool) -> Result<WasmDecider, String> {
         let host = Host::new().map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
-        let mut plugins = BTreeMap::new();
-        for (name, cfg) in &set.plugins {
-            // A load failure is reported by each policy that uses the plugin.
-            plugins.insert(name.clone(), host.load(cfg));
-        }
+        // Compile the plugins side by side: compilation is most of a small
+        // check's time. A load failure is reported by each policy that uses it.
+        let plugins: BTreeMap<String, Result<Plugin, PluginError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = set
+                .plugins
+                .iter()
+                .map(|(name, cfg)| (name, scope.spawn(|| host.load(cfg))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, handle)| {
+                    let loaded = handle.join().unwrap_or_else(|_| {
+                        Err(PluginError::Load {
+                            plugin: name.clone(),
+                            reason: "the compiler thread panicked".into(),
+                        })
+                    });
+                    (name.clone(), loaded)
+                })
+                .collect()
+        });
         let run_id = format!(
             "{:x}-{:x}",
             Utc::now().timestamp_millis(),
