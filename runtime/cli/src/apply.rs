@@ -174,7 +174,9 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         }
     }
 
-    let sem = Arc::new(tokio::sync::Semaphore::new(usize::from(args.concurrency)));
+    let sem = Arc::new(tokio::sync::Semaphore::new(usize::from(
+        args.account.concurrency,
+    )));
     let mut tasks = tokio::task::JoinSet::new();
     for i in go {
         let a = targets[i].clone();

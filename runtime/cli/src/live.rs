@@ -64,7 +64,7 @@ pub async fn snapshot(
         });
     }
     let aws = connect(&args.account).await?;
-    live(set, aws, now).await
+    live(set, aws, now, usize::from(args.account.concurrency)).await
 }
 
 pub async fn connect(args: &AccountArgs) -> Result<Aws, String> {
@@ -73,7 +73,12 @@ pub async fn connect(args: &AccountArgs) -> Result<Aws, String> {
         .map_err(|e| format!("cannot connect to AWS: {e}"))
 }
 
-async fn live(set: &PolicySet, aws: Aws, now: DateTime<Utc>) -> Result<Snapshot, String> {
+async fn live(
+    set: &PolicySet,
+    aws: Aws,
+    now: DateTime<Utc>,
+    concurrency: usize,
+) -> Result<Snapshot, String> {
     let identity = aws
         .identity()
         .await
@@ -120,26 +125,8 @@ async fn live(set: &PolicySet, aws: Aws, now: DateTime<Utc>) -> Result<Snapshot,
         .flat_map(|(_, f)| f.iter().cloned())
         .collect();
     let users = snapshot::users_needing_key_ids(&all);
-    let mut keys = BTreeMap::new();
-    let mut api_calls = 1 + fetched.api_calls;
-    for user in users {
-        api_calls += 1;
-        let listed = aws
-            .list_access_keys(&user)
-            .await
-            .map_err(|e| format!("cannot list the access keys of {user}: {e}"))?;
-        keys.insert(
-            user,
-            listed
-                .into_iter()
-                .map(|k| AccessKeyMeta {
-                    id: k.id,
-                    active: k.active,
-                    created: k.create_date,
-                })
-                .collect(),
-        );
-    }
+    let api_calls = 1 + fetched.api_calls + users.len() as u32;
+    let keys = list_keys(&aws, users, concurrency).await?;
     let mut warnings = std::collections::BTreeSet::new();
     for (_, findings) in &mut evaluated {
         warnings.extend(snapshot::resolve_key_ids(findings, &report, &keys));
@@ -160,4 +147,40 @@ async fn live(set: &PolicySet, aws: Aws, now: DateTime<Utc>) -> Result<Snapshot,
             api_calls,
         }),
     })
+}
+
+/// One `ListAccessKeys` per user, at most `concurrency` at a time.
+async fn list_keys(
+    aws: &Aws,
+    users: Vec<String>,
+    concurrency: usize,
+) -> Result<BTreeMap<String, Vec<AccessKeyMeta>>, String> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in users {
+        let aws = aws.clone();
+        let sem = sem.clone();
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let listed = aws.list_access_keys(&user).await;
+            (user, listed)
+        });
+    }
+    let mut keys = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (user, listed) = joined.map_err(|e| format!("a key lookup task failed: {e}"))?;
+        let listed = listed.map_err(|e| format!("cannot list the access keys of {user}: {e}"))?;
+        keys.insert(
+            user,
+            listed
+                .into_iter()
+                .map(|k| AccessKeyMeta {
+                    id: k.id,
+                    active: k.active,
+                    created: k.create_date,
+                })
+                .collect(),
+        );
+    }
+    Ok(keys)
 }

@@ -80,6 +80,10 @@ pub struct AccountArgs {
     #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = humantime::parse_duration)]
     pub report_max_age: std::time::Duration,
 
+    /// How many AWS calls may be in flight at once (key lookups, writes).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -141,10 +145,6 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
-
-    /// How many AWS calls may be in flight at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub concurrency: u16,
 
     /// Output format of the results.
     #[arg(long, value_enum, default_value_t = Format::Human)]
