@@ -181,6 +181,51 @@ impl Account {
         state
     }
 
+    /// Run the engine with a pseudo-terminal as stdin/stdout (`script`), typing `input`.
+    fn engine_on_terminal(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let command = std::iter::once(ENGINE)
+            .chain(args.iter().copied())
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(&self.dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", &self.own_key)
+            .env("AWS_SECRET_ACCESS_KEY", "moto-does-not-check")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run engine under script(1)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("type the answer");
+        child.wait_with_output().expect("engine under script(1)")
+    }
+
+    /// The number of keys the current policies would delete (from a JSON check).
+    fn planned_deletes(&self) -> usize {
+        let out = self.engine(&["check", &self.policies(), "--format", "json"]);
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+        doc["summary"]["delete_access_key"].as_u64().expect("count") as usize
+    }
+
+    fn set_policies(&self, toml: &str) {
+        std::fs::write(self.dir.join("policies/policies.toml"), toml).expect("write policies");
+    }
+
     fn policies(&self) -> String {
         self.dir.join("policies").display().to_string()
     }
@@ -563,11 +608,8 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
     assert_state(&account.state(), &before, "nothing may change");
 
     // Without a terminal and without --auto-approve: refused, nothing done.
-    std::fs::write(
-        account.dir.join("policies/policies.toml"),
-        "[policy.rotate]\nrule = \"cis-1.4\"\nexempt_users = [\"break-glass-*\"]\n",
-    )
-    .expect("write");
+    account
+        .set_policies("[policy.rotate]\nrule = \"cis-1.4\"\nexempt_users = [\"break-glass-*\"]\n");
     let out = account.engine(&["apply", &account.policies()]);
     assert_code(&out, 1);
     assert!(
@@ -577,12 +619,33 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
     );
     assert_state(&account.state(), &before, "nothing may change");
 
+    // On a terminal it asks; anything but "yes" cancels, "yes" applies.
+    let single = account.planned_deletes();
+    let out = account.engine_on_terminal(&["apply", &account.policies()], "no\n");
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stdout).contains("Only 'yes' will be accepted"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("apply cancelled"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_state(&account.state(), &before, "nothing may change");
+    let out = account.engine_on_terminal(&["apply", &account.policies()], "yes\n");
+    assert_code(&out, 0);
+    let after = account.state();
+    assert_ne!(after, before);
+    assert_eq!(
+        after.users.iter().map(|u| u.keys.len()).sum::<usize>() + single,
+        before.users.iter().map(|u| u.keys.len()).sum::<usize>()
+    );
+    let before = after;
+
     // mode = "report" never acts, even under apply.
-    std::fs::write(
-        account.dir.join("policies/policies.toml"),
-        "[policy.rotate]\nrule = \"cis-1.4\"\nmode = \"report\"\n",
-    )
-    .expect("write");
+    account.set_policies("[policy.rotate]\nrule = \"cis-1.4\"\nmode = \"report\"\n");
     let out = account.engine(&["apply", &account.policies(), "--auto-approve"]);
     assert_code(&out, 0);
     assert_state(&account.state(), &before, "nothing may change");
