@@ -105,7 +105,7 @@ pub async fn run(args: &ApplyArgs) -> u8 {
 
     let targets = targets(&plan);
     if args.format == Format::Human {
-        let _ = check::print(Format::Human, &doc, &plan);
+        let _ = check::print(Format::Human, "apply", &doc, &plan);
     }
     let policy_failed = doc.summary.failed_policies > 0;
     if targets.is_empty() {

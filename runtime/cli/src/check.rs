@@ -82,7 +82,7 @@ pub async fn run(args: &CheckArgs) -> u8 {
         eprintln!("error: cannot save the plan to {}: {e}", out.display());
         return exit::ERROR;
     }
-    if let Err(e) = print(args.format, doc, &prepared.plan) {
+    if let Err(e) = print(args.format, "check", doc, &prepared.plan) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("error: cannot write output: {e}");
         }
@@ -113,7 +113,7 @@ fn journal_check(args: &CheckArgs, prepared: &Prepared) {
     }
 }
 
-pub fn print(format: Format, doc: &Document, plan: &Plan) -> std::io::Result<()> {
+pub fn print(format: Format, command: &str, doc: &Document, plan: &Plan) -> std::io::Result<()> {
     match format {
         Format::Json => {
             let mut out = std::io::stdout().lock();
@@ -122,7 +122,7 @@ pub fn print(format: Format, doc: &Document, plan: &Plan) -> std::io::Result<()>
         }
         Format::Human => {
             let mut out = anstream::stdout().lock();
-            render::human(&mut out, doc, plan)
+            render::human(&mut out, command, doc, plan)
         }
     }
 }

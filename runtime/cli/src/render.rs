@@ -282,7 +282,12 @@ fn verdict(
 }
 
 /// The `terraform plan`-like text: one line per finding, grouped by policy.
-pub fn human(out: &mut dyn Write, doc: &Document, plan: &Plan) -> std::io::Result<()> {
+pub fn human(
+    out: &mut dyn Write,
+    command: &str,
+    doc: &Document,
+    plan: &Plan,
+) -> std::io::Result<()> {
     let s = &doc.summary;
     let from = match (&doc.source.report, &doc.source.account) {
         (Some(r), _) => format!("credential report {r}"),
@@ -292,7 +297,7 @@ pub fn human(out: &mut dyn Write, doc: &Document, plan: &Plan) -> std::io::Resul
     writeln!(
         out,
         "{} {} against {from} at {}",
-        paint(BOLD, "engine check:"),
+        paint(BOLD, &format!("engine {command}:")),
         plural(s.policies, "policy", "policies"),
         doc.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     )?;
