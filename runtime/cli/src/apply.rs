@@ -83,11 +83,11 @@ pub async fn run(args: &ApplyArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    match journal.unfinished() {
+    match journal.take_unfinished() {
         Ok(open) => {
             for a in open {
                 eprintln!(
-                    "warning: run {} journaled {} on {} {} ({}) at {} but recorded no result: the engine stopped mid-apply; the next credential report shows what happened",
+                    "warning: run {} journaled {} on {} {} ({}) at {} but recorded no result: the engine stopped mid-apply; the next credential report shows what happened (recorded as unknown)",
                     a.run_id,
                     a.action,
                     a.user,

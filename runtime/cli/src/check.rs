@@ -94,9 +94,9 @@ pub async fn run(args: &CheckArgs) -> u8 {
 /// A live check is a run too: journal it with its findings.
 fn journal_check(args: &CheckArgs, prepared: &Prepared) {
     let result = engine_journal::Journal::open(&args.source.account.state.state).and_then(|mut j| {
-        for a in j.unfinished()? {
+        for a in j.take_unfinished()? {
             tracing::warn!(
-                "run {} journaled {} on {} {} ({}) but recorded no result: the engine stopped mid-apply; check the account",
+                "run {} journaled {} on {} {} ({}) but recorded no result: the engine stopped mid-apply; check the account (recorded as unknown)",
                 a.run_id,
                 a.action,
                 a.user,

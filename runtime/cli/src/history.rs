@@ -117,7 +117,7 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
             r.actions.len()
         )?;
         for a in &r.actions {
-            let outcome = a.outcome.as_deref().unwrap_or("NO RESULT (interrupted)");
+            let outcome = a.outcome.as_deref().unwrap_or("no result yet");
             writeln!(
                 out,
                 "  {:24} {:21} {} {} {} [{}]{}",

@@ -60,6 +60,9 @@ pub enum Outcome {
     Skipped,
     /// Sent and failed after retries.
     Failed,
+    /// Written as an intent, but the engine stopped before recording a
+    /// result: whether it happened is unknown (the next report shows it).
+    Unknown,
 }
 
 impl Outcome {
@@ -69,6 +72,7 @@ impl Outcome {
             Outcome::AlreadyGone => "already-gone",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
         }
     }
 }
@@ -274,6 +278,42 @@ impl Journal {
     /// account is unknown until the next credential report shows it.
     pub fn unfinished(&self) -> Result<Vec<ActionRecord>> {
         self.actions_where("outcome IS NULL", params![])
+    }
+
+    /// Take the intents left without a result by earlier runs: return them
+    /// for reporting and, in the same transaction, record them as
+    /// `unknown` and their runs as `interrupted`, so they are reported once.
+    pub fn take_unfinished(&mut self) -> Result<Vec<ActionRecord>> {
+        let open = self.unfinished()?;
+        if open.is_empty() {
+            return Ok(open);
+        }
+        let path = self.path.clone();
+        let wrap = |source| JournalError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        let at = now();
+        for a in &open {
+            tx.execute(
+                "UPDATE actions SET outcome = ?1, detail = ?2, result_at = ?3 WHERE id = ?4",
+                params![
+                    Outcome::Unknown.as_str(),
+                    "no result was recorded: the engine stopped between sending and recording",
+                    at,
+                    a.id
+                ],
+            )
+            .map_err(wrap)?;
+            tx.execute(
+                "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
+                params![a.run_id],
+            )
+            .map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(open)
     }
 
     /// The most recent runs, newest first.

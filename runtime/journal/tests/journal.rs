@@ -62,11 +62,21 @@ fn an_intent_without_result_survives_a_crash() {
         // No result, no finish, no clean close: as if the process died here.
         std::mem::forget(j);
     }
-    let j = Journal::open(&dir).unwrap();
+    let mut j = Journal::open(&dir).unwrap();
     let open = j.unfinished().unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].user, "bob");
     assert_eq!(open[0].outcome, None);
     assert_eq!(j.recent_runs(1).unwrap()[0].status, "running");
+    // The next run takes them: reported once, then recorded as unknown.
+    let taken = j.take_unfinished().unwrap();
+    assert_eq!(taken, open);
+    assert!(j.unfinished().unwrap().is_empty());
+    assert!(j.take_unfinished().unwrap().is_empty());
+    let run = j.recent_runs(1).unwrap().remove(0);
+    assert_eq!(run.status, "interrupted");
+    let acts = j.actions_of(run.id).unwrap();
+    assert_eq!(acts[1].outcome.as_deref(), Some("unknown"));
+    assert_eq!(acts[0].outcome.as_deref(), Some("done"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
