@@ -146,13 +146,18 @@ impl Account {
     }
 
     fn engine(&self, args: &[&str]) -> Output {
-        self.engine_with_stdin(args, Stdio::null())
+        self.command(ENGINE)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run engine")
     }
 
-    fn engine_with_stdin(&self, args: &[&str], stdin: Stdio) -> Output {
-        Command::new(ENGINE)
-            .args(args)
-            .current_dir(&self.dir)
+    /// A command in the account's directory, with only the environment the
+    /// engine needs to reach this moto as the engine's own user.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(&self.dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AWS_ENDPOINT_URL", self.moto.endpoint())
@@ -160,10 +165,8 @@ impl Account {
             .env("AWS_SECRET_ACCESS_KEY", "moto-does-not-check")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "warn")
-            .stdin(stdin)
-            .output()
-            .expect("run engine")
+            .env("RUST_LOG", "warn");
+        cmd
     }
 
     /// The account's IAM state. The engine's own key is used to sign every
@@ -189,18 +192,10 @@ impl Account {
             .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
             .collect::<Vec<_>>()
             .join(" ");
-        let mut child = Command::new("script")
+        let mut child = self
+            .command("script")
             .args(["-qec", &command, "/dev/null"])
-            .current_dir(&self.dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", &self.own_key)
-            .env("AWS_SECRET_ACCESS_KEY", "moto-does-not-check")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
