@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use engine_core::{Finding, PlannedAction};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 /// File name of the journal inside the state directory.
 pub const FILE: &str = "journal.sqlite3";
@@ -343,16 +343,6 @@ impl Journal {
     /// The actions of one run, in the order they were recorded.
     pub fn actions_of(&self, run: i64) -> Result<Vec<ActionRecord>> {
         self.actions_where("run_id = ?1", params![run])
-    }
-
-    /// The status of one run, if it exists.
-    pub fn run_status(&self, run: i64) -> Result<Option<String>> {
-        self.sql(|c| {
-            c.query_row("SELECT status FROM runs WHERE id = ?1", params![run], |r| {
-                r.get(0)
-            })
-            .optional()
-        })
     }
 
     fn actions_where(&self, cond: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<ActionRecord>> {
