@@ -263,6 +263,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+#[track_caller]
+fn assert_contains(stream: &[u8], needle: &str) {
+    let text = text(stream);
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+}
+
 fn assert_code(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
@@ -496,11 +502,7 @@ fn check_counts_calls_and_apply_does_exactly_the_plan() {
     // A second apply changes nothing.
     let out = account.engine(&["apply", &account.policies(), "--auto-approve"]);
     assert_code(&out, 0);
-    assert!(
-        text(&out.stdout).contains("No changes to apply"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_contains(&out.stdout, "No changes to apply");
     assert_state(&account.state(), &after, "after a second apply");
 
     // The plan saved before the first apply is now stale: everything in it is skipped.
@@ -595,11 +597,7 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
     // Over the blast-radius cap: the policy's plan is refused whole, exit 1.
     let out = account.engine(&["apply", &account.policies(), "--auto-approve"]);
     assert_code(&out, 1);
-    assert!(
-        text(&out.stdout).contains("max_actions_per_run = 3"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_contains(&out.stdout, "max_actions_per_run = 3");
     assert_state(&account.state(), &before, "nothing may change");
 
     // Without a terminal and without --auto-approve: refused, nothing done.
@@ -607,27 +605,15 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
         .set_policies("[policy.rotate]\nrule = \"cis-1.4\"\nexempt_users = [\"break-glass-*\"]\n");
     let out = account.engine(&["apply", &account.policies()]);
     assert_code(&out, 1);
-    assert!(
-        text(&out.stderr).contains("--auto-approve"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&out.stderr, "--auto-approve");
     assert_state(&account.state(), &before, "nothing may change");
 
     // On a terminal it asks; anything but "yes" cancels, "yes" applies.
     let single = account.planned_deletes();
     let out = account.engine_on_terminal(&["apply", &account.policies()], "no\n");
     assert_code(&out, 1);
-    assert!(
-        text(&out.stdout).contains("Only 'yes' will be accepted"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stdout).contains("apply cancelled"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_contains(&out.stdout, "Only 'yes' will be accepted");
+    assert_contains(&out.stdout, "apply cancelled");
     assert_state(&account.state(), &before, "nothing may change");
     let out = account.engine_on_terminal(&["apply", &account.policies()], "yes\n");
     assert_code(&out, 0);
@@ -672,16 +658,8 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
     );
     // Reported once, then recorded as unknown: the next run does not repeat it.
     let out = account.engine(&["history"]);
-    assert!(
-        text(&out.stdout).contains("unknown"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stdout).contains("(interrupted)"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_contains(&out.stdout, "unknown");
+    assert_contains(&out.stdout, "(interrupted)");
     let out = account.engine(&["apply", &account.policies(), "--auto-approve"]);
     assert_code(&out, 0);
     assert!(
@@ -709,11 +687,7 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
     assert_code(&out, 2);
     let out = account.engine(&["apply", "file-plan.json", "--auto-approve"]);
     assert_code(&out, 1);
-    assert!(
-        text(&out.stderr).contains("has no key ids"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&out.stderr, "has no key ids");
     assert_state(&account.state(), &before, "nothing may change");
 }
 
@@ -738,11 +712,7 @@ fn ambiguous_key_slots_are_left_alone() {
         "json",
     ]);
     assert_code(&out, 0);
-    assert!(
-        text(&out.stderr).contains("cannot tell which is this slot"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&out.stderr, "cannot tell which is this slot");
     let report = json(&out);
     let refused = report["plan"]["refused"].as_array().expect("refused");
     assert_eq!(refused.len(), 2, "{refused:?}");
