@@ -10,6 +10,7 @@ pub mod policy;
 pub mod report;
 pub mod rules;
 pub mod snapshot;
+pub mod text;
 
 pub use finding::{Basis, Control, Credential, Finding, Protection};
 pub use plan::{
