@@ -1,11 +1,73 @@
-//! `engine history`: recent runs and their actions, from the journal.
+//! `engine history`: recent runs and their actions, from the journal; and
+//! the journal's retention (`--journal-retention`, `engine history --prune`).
 
 use std::io::Write;
+use std::time::Duration;
 
-use engine_journal::Journal;
+use chrono::{DateTime, Utc};
+use engine_core::text::for_terminal;
+use engine_journal::{Journal, JournalError, PruneStats};
 use serde::Serialize;
 
-use crate::{Format, HistoryArgs, exit};
+use crate::{Format, HistoryArgs, StateArgs, exit};
+
+/// `--journal-retention`: a duration (humantime), `0` or `off` for forever.
+pub fn parse_retention(s: &str) -> Result<Duration, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{e} (expected a duration such as 90d or 26w, or 0 / off to keep everything)")
+    })
+}
+
+impl StateArgs {
+    /// The retention cutoff as of `now`: runs that finished before it may be
+    /// pruned. `None` when retention is off (or reaches before the calendar).
+    pub fn retention_cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.journal_retention.is_zero() {
+            return None;
+        }
+        let keep = chrono::Duration::from_std(self.journal_retention).ok()?;
+        now.checked_sub_signed(keep)
+    }
+
+    /// Open the journal in `--state`, then prune it per `--journal-retention`.
+    /// A failed prune is logged as a warning, not an error: the journal is
+    /// still usable, and the next run prunes again.
+    pub fn open_journal(&self) -> Result<Journal, JournalError> {
+        let mut journal = Journal::open(&self.state)?;
+        if let Some(cutoff) = self.retention_cutoff(Utc::now()) {
+            match journal.prune(cutoff) {
+                Ok(s) if s.runs > 0 => tracing::info!(
+                    "journal: pruned {} runs finished before {} ({} actions, {} findings)",
+                    s.runs,
+                    stamp(cutoff),
+                    s.actions,
+                    s.findings
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("the journal was not pruned: {e}"),
+            }
+        }
+        Ok(journal)
+    }
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Serialize)]
+struct PruneView {
+    /// Runs that finished before this were removed; null: retention is off.
+    before: Option<String>,
+    runs: u64,
+    actions: u64,
+    findings: u64,
+    /// Older runs kept: still running, or with an action without a result.
+    kept_unfinished: u64,
+}
 
 #[derive(Serialize)]
 struct RunView {
@@ -15,6 +77,9 @@ struct RunView {
     started_at: String,
     finished_at: Option<String>,
     status: String,
+    /// Which process runs it, while it is `running`.
+    #[serde(skip)]
+    owner: Option<String>,
     findings: i64,
     actions: Vec<ActionView>,
 }
@@ -43,14 +108,17 @@ pub fn run(args: &HistoryArgs) -> u8 {
     let journal = match Journal::open(&args.state.state) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
             return exit::ERROR;
         }
     };
+    if args.prune {
+        return prune(args, journal);
+    }
     let runs = match journal.recent_runs(args.limit) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
             return exit::ERROR;
         }
     };
@@ -59,7 +127,7 @@ pub fn run(args: &HistoryArgs) -> u8 {
         let actions = match journal.actions_of(r.id) {
             Ok(a) => a,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
                 return exit::ERROR;
             }
         };
@@ -69,6 +137,7 @@ pub fn run(args: &HistoryArgs) -> u8 {
             source: r.source,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            owner: (r.status == "running").then(|| owner(r.owner_pid, r.owner_host.as_deref())),
             status: r.status,
             findings: r.findings,
             actions: actions
@@ -100,19 +169,100 @@ pub fn run(args: &HistoryArgs) -> u8 {
     }
 }
 
+fn owner(pid: Option<i64>, host: Option<&str>) -> String {
+    match (pid, host) {
+        (Some(pid), Some(host)) => format!("pid {pid} on {host}"),
+        (Some(pid), None) => format!("pid {pid}"),
+        (None, _) => "owner not recorded".to_owned(),
+    }
+}
+
+fn prune(args: &HistoryArgs, mut journal: Journal) -> u8 {
+    let now = args.now.unwrap_or_else(Utc::now);
+    let cutoff = args.state.retention_cutoff(now);
+    let stats = match cutoff {
+        None => PruneStats::default(),
+        Some(before) => match journal.prune(before) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: nothing was pruned: {e}");
+                return exit::ERROR;
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.format == Format::Json {
+        let view = PruneView {
+            before: cutoff.map(stamp),
+            runs: stats.runs,
+            actions: stats.actions,
+            findings: stats.findings,
+            kept_unfinished: stats.kept_unfinished,
+        };
+        serde_json::to_writer_pretty(&mut out, &view)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        human_prune(&mut out, cutoff, &stats)
+    };
+    match written {
+        Ok(()) => exit::CLEAN,
+        Err(_) => exit::ERROR,
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn human_prune(
+    out: &mut dyn Write,
+    cutoff: Option<DateTime<Utc>>,
+    s: &PruneStats,
+) -> std::io::Result<()> {
+    let Some(cutoff) = cutoff else {
+        return writeln!(
+            out,
+            "Journal retention is off (--journal-retention 0): nothing was pruned."
+        );
+    };
+    writeln!(
+        out,
+        "Pruned {}, {} and {}: runs that finished before {}.",
+        plural(s.runs, "run", "runs"),
+        plural(s.actions, "action", "actions"),
+        plural(s.findings, "finding", "findings"),
+        stamp(cutoff)
+    )?;
+    if s.kept_unfinished > 0 {
+        writeln!(
+            out,
+            "Kept {} older: still running, or with an action that has no recorded result.",
+            plural(s.kept_unfinished, "run", "runs")
+        )?;
+    }
+    Ok(())
+}
+
 fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
     if runs.is_empty() {
         return writeln!(out, "no runs journaled yet");
     }
     for r in runs {
+        // Everything in the journal came from outside (user names, AWS
+        // errors, paths): escaped before it reaches a terminal.
         writeln!(
             out,
-            "run {} {} {} at {} ({}): {} findings, {} actions",
+            "run {} {} {} at {} ({}{}): {} findings, {} actions",
             r.id,
-            r.command,
-            r.source,
-            r.started_at,
-            r.status,
+            for_terminal(&r.command),
+            for_terminal(&r.source),
+            for_terminal(&r.started_at),
+            for_terminal(&r.status),
+            r.owner
+                .as_deref()
+                .map(|o| format!(", {}", for_terminal(o)))
+                .unwrap_or_default(),
             r.findings,
             r.actions.len()
         )?;
@@ -121,16 +271,16 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
             writeln!(
                 out,
                 "  {:24} {:21} {} {} {} [{}]{}",
-                outcome,
-                a.action,
-                a.user,
-                a.credential,
-                a.key_id.as_deref().unwrap_or("-"),
-                a.policy,
+                for_terminal(outcome),
+                for_terminal(&a.action),
+                for_terminal(&a.user),
+                for_terminal(&a.credential),
+                for_terminal(a.key_id.as_deref().unwrap_or("-")),
+                for_terminal(&a.policy),
                 a.detail
                     .as_deref()
                     .filter(|d| !d.is_empty())
-                    .map(|d| format!(": {d}"))
+                    .map(|d| format!(": {}", for_terminal(d)))
                     .unwrap_or_default()
             )?;
         }

@@ -5,15 +5,40 @@
 //! to AWS, then updated with its result. A crash between the two leaves an
 //! intent without a result, which the next run reports: nothing the engine
 //! did to an account goes unrecorded.
+//!
+//! The schema is versioned (`PRAGMA user_version`, [`SCHEMA_VERSION`]): an
+//! older journal is migrated in place, in one transaction, when it is opened;
+//! a journal written by a newer engine is refused and left untouched. A
+//! second process waits for the first ([`BUSY_TIMEOUT`]) instead of failing
+//! with "database is locked".
+//!
+//! Each run records the process that owns it ([`RunOwner`]). [`Journal::recover`]
+//! closes runs left `running` by a process that is gone, and never touches a
+//! run another live process is still carrying out. [`Journal::prune`] keeps
+//! the journal bounded.
 
+mod owner;
+
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use engine_core::{Finding, PlannedAction};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
+
+pub use owner::RunOwner;
+use owner::{Liveness, liveness};
 
 /// File name of the journal inside the state directory.
 pub const FILE: &str = "journal.sqlite3";
+
+/// The schema version this engine writes (`PRAGMA user_version`).
+/// 0: the first schema, without a version; 1: runs record their owner.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a connection waits for another process's lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -26,6 +51,16 @@ pub enum JournalError {
     Sql {
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    #[error(
+        "journal {path} has schema version {found}, but this engine knows versions 0 to \
+         {known}: it was written by a newer engine; use that engine, or another --state \
+         directory (the journal was not modified)"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
     },
 }
 
@@ -49,11 +84,17 @@ impl RunStatus {
     }
 }
 
+/// The status of a run closed by recovery: its process stopped without finishing it.
+pub const INTERRUPTED: &str = "interrupted";
+
 /// The result of one action, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The call succeeded.
     Done,
+    /// An attempt went unanswered (dropped connection, timeout) and its retry
+    /// found the target gone: the lost attempt most likely made the change.
+    DoneOnRetry,
     /// The target was already gone (`NoSuchEntity`): nothing left to do.
     AlreadyGone,
     /// Not sent: the target no longer matched the plan, or was superseded.
@@ -69,6 +110,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Done => "done",
+            Outcome::DoneOnRetry => "done-on-retry",
             Outcome::AlreadyGone => "already-gone",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
@@ -88,6 +130,38 @@ pub struct RunRecord {
     pub status: String,
     pub findings: i64,
     pub summary: Option<String>,
+    /// The process that started the run; `None` for runs journaled before
+    /// owners were recorded.
+    pub owner_pid: Option<i64>,
+    pub owner_host: Option<String>,
+}
+
+/// What [`Journal::recover`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Intents left without a result by a process that is gone (or by a run
+    /// that finished without recording them): now recorded as `unknown`.
+    /// Report them: this is the only time they are returned.
+    pub unknown: Vec<ActionRecord>,
+    /// Runs left `running` by a process that is gone: now `interrupted`.
+    pub interrupted: Vec<RunRecord>,
+    /// Runs still being carried out by a live process on this host: left alone.
+    pub live: Vec<RunRecord>,
+    /// Runs marked `running` by a process on another host: left alone, since
+    /// nothing here can tell whether it is still there.
+    pub other_host: Vec<RunRecord>,
+}
+
+/// What [`Journal::prune`] removed, and what it kept although it was old.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    pub runs: u64,
+    pub actions: u64,
+    pub findings: u64,
+    /// Runs older than the cutoff (finished, or if never finished started,
+    /// before it) but kept: still running, or with an action intent that
+    /// has no result.
+    pub kept_unfinished: u64,
 }
 
 /// An action as recorded: the intent, and its result once known.
@@ -112,7 +186,9 @@ pub struct Journal {
     path: PathBuf,
 }
 
-const SCHEMA: &str = "
+/// Version 0, the schema before versions: kept as the first step, so that a
+/// fresh journal and an old one are brought to the current schema the same way.
+const SCHEMA_V0: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY,
     command     TEXT NOT NULL,
@@ -148,8 +224,39 @@ CREATE TABLE IF NOT EXISTS actions (
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
 ";
 
+/// `MIGRATIONS[v]` brings a journal from version `v` to `v + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    // 0 -> 1: each run records the process that owns it.
+    "
+ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+ALTER TABLE runs ADD COLUMN owner_host TEXT;
+ALTER TABLE runs ADD COLUMN owner_start TEXT;
+",
+];
+
 fn now() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(Utc::now())
+}
+
+/// The one format of every timestamp in the journal: comparable as text.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn user_version(c: &Connection) -> rusqlite::Result<i64> {
+    c.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Refuse a journal this engine does not know how to read or write.
+fn check_version(path: &Path, found: i64) -> Result<()> {
+    if !(0..=SCHEMA_VERSION).contains(&found) {
+        return Err(JournalError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
 }
 
 impl Journal {
@@ -164,15 +271,51 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
-        let j = Journal { conn, path };
+        let mut j = Journal { conn, path };
+        // First of all: wait for another process's lock rather than fail.
+        j.sql(|c| c.busy_timeout(BUSY_TIMEOUT))?;
+        // Refuse a newer journal before anything could write to it.
+        check_version(&j.path, j.sql(user_version)?)?;
         j.sql(|c| {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "FULL")?;
-            c.pragma_update(None, "foreign_keys", "ON")?;
-            c.busy_timeout(std::time::Duration::from_secs(10))?;
-            c.execute_batch(SCHEMA)
+            c.pragma_update(None, "foreign_keys", "ON")
         })?;
+        j.migrate()?;
         Ok(j)
+    }
+
+    /// Bring the schema to [`SCHEMA_VERSION`], all steps in one transaction.
+    fn migrate(&mut self) -> Result<()> {
+        if self.sql(user_version)? == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let wrap = |source| JournalError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        // Read again under the write lock: another process may have migrated.
+        let found = user_version(&tx).map_err(wrap)?;
+        check_version(&self.path, found)?;
+        if found == 0 {
+            tx.execute_batch(SCHEMA_V0).map_err(wrap)?;
+        }
+        for step in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
+            tx.execute_batch(step).map_err(wrap)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)
+    }
+
+    /// The schema version of the journal as opened: [`SCHEMA_VERSION`].
+    pub fn schema_version(&self) -> Result<i64> {
+        self.sql(user_version)
     }
 
     pub fn path(&self) -> &Path {
@@ -186,8 +329,20 @@ impl Journal {
         })
     }
 
-    /// Start a run; its findings are stored in the same transaction.
+    /// Start a run, owned by this process; its findings are stored in the same transaction.
     pub fn start_run(&mut self, command: &str, source: &str, findings: &[Finding]) -> Result<i64> {
+        self.start_run_owned_by(command, source, findings, &RunOwner::current())
+    }
+
+    /// [`start_run`](Journal::start_run) on behalf of another process: for
+    /// tests and tools that journal what another process did.
+    pub fn start_run_owned_by(
+        &mut self,
+        command: &str,
+        source: &str,
+        findings: &[Finding],
+        owner: &RunOwner,
+    ) -> Result<i64> {
         let path = self.path.clone();
         let wrap = |source| JournalError::Sql {
             path: path.clone(),
@@ -195,8 +350,17 @@ impl Journal {
         };
         let tx = self.conn.transaction().map_err(wrap)?;
         tx.execute(
-            "INSERT INTO runs (command, source, started_at, status) VALUES (?1, ?2, ?3, ?4)",
-            params![command, source, now(), RunStatus::Running.as_str()],
+            "INSERT INTO runs (command, source, started_at, status, owner_pid, owner_host, owner_start)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                command,
+                source,
+                now(),
+                RunStatus::Running.as_str(),
+                owner.pid,
+                owner.host,
+                owner.start
+            ],
         )
         .map_err(wrap)?;
         let run = tx.last_insert_rowid();
@@ -280,22 +444,65 @@ impl Journal {
         self.actions_where("outcome IS NULL", params![])
     }
 
-    /// Take the intents left without a result by earlier runs: return them
-    /// for reporting and, in the same transaction, record them as
-    /// `unknown` and their runs as `interrupted`, so they are reported once.
+    /// Take the intents left without a result by earlier runs whose process
+    /// is gone: return them for reporting and, in the same transaction,
+    /// record them as `unknown` and their runs as `interrupted`, so they are
+    /// reported once. Runs another live process is carrying out are left
+    /// alone; [`recover`](Journal::recover) tells which.
     pub fn take_unfinished(&mut self) -> Result<Vec<ActionRecord>> {
-        let open = self.unfinished()?;
-        if open.is_empty() {
-            return Ok(open);
-        }
+        self.recover().map(|r| r.unknown)
+    }
+
+    /// Close what crashed processes left behind, in one transaction: every
+    /// run left `running` by a process that is gone (same host, pid not
+    /// alive or reused) becomes `interrupted`, and every intent without a
+    /// result of such a run, or of a run that is not running any more,
+    /// becomes `unknown`. Runs of live processes on this host and runs from
+    /// other hosts are not touched, only returned.
+    pub fn recover(&mut self) -> Result<Recovery> {
         let path = self.path.clone();
         let wrap = |source| JournalError::Sql {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let me = RunOwner::current();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        let mut recovery = Recovery::default();
+        let mut untouchable = HashSet::new();
+        let running = query_runs(
+            &tx,
+            "WHERE r.status = ?1 ORDER BY r.id",
+            params![RunStatus::Running.as_str()],
+        )
+        .map_err(wrap)?;
+        for (run, start) in running {
+            match liveness(
+                run.owner_pid,
+                run.owner_host.as_deref(),
+                start.as_deref(),
+                &me,
+            ) {
+                Liveness::Alive => {
+                    untouchable.insert(run.id);
+                    recovery.live.push(run);
+                }
+                Liveness::OtherHost => {
+                    untouchable.insert(run.id);
+                    recovery.other_host.push(run);
+                }
+                Liveness::Gone => recovery.interrupted.push(run),
+            }
+        }
+        recovery.unknown = query_actions(&tx, "outcome IS NULL", params![])
+            .map_err(wrap)?
+            .into_iter()
+            .filter(|a| !untouchable.contains(&a.run_id))
+            .collect();
         let at = now();
-        for a in &open {
+        for a in &recovery.unknown {
             tx.execute(
                 "UPDATE actions SET outcome = ?1, detail = ?2, result_at = ?3 WHERE id = ?4",
                 params![
@@ -306,38 +513,78 @@ impl Journal {
                 ],
             )
             .map_err(wrap)?;
+        }
+        for run in &mut recovery.interrupted {
             tx.execute(
-                "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
-                params![a.run_id],
+                "UPDATE runs SET status = ?1 WHERE id = ?2 AND status = ?3",
+                params![INTERRUPTED, run.id, RunStatus::Running.as_str()],
             )
             .map_err(wrap)?;
+            run.status = INTERRUPTED.to_owned();
         }
         tx.commit().map_err(wrap)?;
-        Ok(open)
+        Ok(recovery)
+    }
+
+    /// Delete the runs that finished before `before`, with their findings and
+    /// actions, in one transaction. A run still `running`, or with an action
+    /// intent that has no result, is never deleted, however old. A run closed
+    /// by recovery (`interrupted`) counts from when it started.
+    pub fn prune(&mut self, before: DateTime<Utc>) -> Result<PruneStats> {
+        let path = self.path.clone();
+        let wrap = |source| JournalError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let cutoff = stamp(before);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
+        let mut stats = PruneStats::default();
+        let old: Vec<(i64, bool)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT r.id,
+                            r.status <> ?2 AND NOT EXISTS
+                              (SELECT 1 FROM actions a WHERE a.run_id = r.id AND a.outcome IS NULL)
+                     FROM runs r WHERE COALESCE(r.finished_at, r.started_at) < ?1",
+                )
+                .map_err(wrap)?;
+            let rows = stmt
+                .query_map(params![cutoff, RunStatus::Running.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(wrap)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(wrap)?
+        };
+        {
+            let mut findings = tx
+                .prepare("DELETE FROM findings WHERE run_id = ?1")
+                .map_err(wrap)?;
+            let mut actions = tx
+                .prepare("DELETE FROM actions WHERE run_id = ?1")
+                .map_err(wrap)?;
+            let mut runs = tx.prepare("DELETE FROM runs WHERE id = ?1").map_err(wrap)?;
+            for (id, finished) in old {
+                if !finished {
+                    stats.kept_unfinished += 1;
+                    continue;
+                }
+                stats.findings += findings.execute(params![id]).map_err(wrap)? as u64;
+                stats.actions += actions.execute(params![id]).map_err(wrap)? as u64;
+                stats.runs += runs.execute(params![id]).map_err(wrap)? as u64;
+            }
+        }
+        tx.commit().map_err(wrap)?;
+        Ok(stats)
     }
 
     /// The most recent runs, newest first.
     pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
-        self.sql(|c| {
-            let mut stmt = c.prepare(
-                "SELECT r.id, r.command, r.source, r.started_at, r.finished_at, r.status, r.summary,
-                        (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id)
-                 FROM runs r ORDER BY r.id DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map(params![limit as i64], |r| {
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    command: r.get(1)?,
-                    source: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    status: r.get(5)?,
-                    summary: r.get(6)?,
-                    findings: r.get(7)?,
-                })
-            })?;
-            rows.collect()
-        })
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.sql(|c| query_runs(c, "ORDER BY r.id DESC LIMIT ?1", params![limit]))
+            .map(|runs| runs.into_iter().map(|(run, _)| run).collect())
     }
 
     /// The actions of one run, in the order they were recorded.
@@ -346,27 +593,65 @@ impl Journal {
     }
 
     fn actions_where(&self, cond: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<ActionRecord>> {
-        self.sql(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT id, run_id, policy, action, user, credential, key_id, intent_at, outcome, detail, result_at
-                 FROM actions WHERE {cond} ORDER BY id"
-            ))?;
-            let rows = stmt.query_map(p, |r| {
-                Ok(ActionRecord {
-                    id: r.get(0)?,
-                    run_id: r.get(1)?,
-                    policy: r.get(2)?,
-                    action: r.get(3)?,
-                    user: r.get(4)?,
-                    credential: r.get(5)?,
-                    key_id: r.get(6)?,
-                    intent_at: r.get(7)?,
-                    outcome: r.get(8)?,
-                    detail: r.get(9)?,
-                    result_at: r.get(10)?,
-                })
-            })?;
-            rows.collect()
-        })
+        self.sql(|c| query_actions(c, cond, p))
     }
+}
+
+/// Runs with their owner's recorded start.
+fn query_runs(
+    c: &Connection,
+    tail: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<Vec<(RunRecord, Option<String>)>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT r.id, r.command, r.source, r.started_at, r.finished_at, r.status, r.summary,
+                (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id),
+                r.owner_pid, r.owner_host, r.owner_start
+         FROM runs r {tail}"
+    ))?;
+    let rows = stmt.query_map(p, |r| {
+        Ok((
+            RunRecord {
+                id: r.get(0)?,
+                command: r.get(1)?,
+                source: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                status: r.get(5)?,
+                summary: r.get(6)?,
+                findings: r.get(7)?,
+                owner_pid: r.get(8)?,
+                owner_host: r.get(9)?,
+            },
+            r.get(10)?,
+        ))
+    })?;
+    rows.collect()
+}
+
+fn query_actions(
+    c: &Connection,
+    cond: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<Vec<ActionRecord>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT id, run_id, policy, action, user, credential, key_id, intent_at, outcome, detail, result_at
+         FROM actions WHERE {cond} ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(p, |r| {
+        Ok(ActionRecord {
+            id: r.get(0)?,
+            run_id: r.get(1)?,
+            policy: r.get(2)?,
+            action: r.get(3)?,
+            user: r.get(4)?,
+            credential: r.get(5)?,
+            key_id: r.get(6)?,
+            intent_at: r.get(7)?,
+            outcome: r.get(8)?,
+            detail: r.get(9)?,
+            result_at: r.get(10)?,
+        })
+    })?;
+    rows.collect()
 }
