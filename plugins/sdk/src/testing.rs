@@ -29,13 +29,14 @@ use crate::{Action, Basis, Context, Credential, Finding, Plugin, Rule};
 /// The `now` of [`context`] and the base of the builders' timestamps.
 pub const NOW: &str = "2025-01-01T00:00:00Z";
 
-/// A context for the policy `test-policy` (rule cis-1.4, dry run, no params).
+/// A context for the policy `test-policy` (rule cis-1.4, no params), with
+/// `dry_run` false as the host always passes it.
 pub fn context() -> Context {
     Context {
         invocation_id: "test-invocation".to_string(),
         policy: "test-policy".to_string(),
         rule: Rule::Cis14,
-        dry_run: true,
+        dry_run: false,
         now: NOW.to_string(),
         params: Vec::new(),
     }

@@ -46,6 +46,8 @@ fn findings(n: usize) -> Vec<Finding> {
             controls: Default::default(),
             exempt: i % 50 == 0,
             protected: None,
+            user_created: None,
+            credential_created: None,
         })
         .collect()
 }
@@ -69,12 +71,11 @@ fn warm_call(bencher: divan::Bencher, n: usize) {
     .unwrap();
     let policy = &set.policies[0];
     let findings = findings(n);
-    let inv = Invocation {
-        invocation_id: "bench",
+    let inv = Invocation::new(
         policy,
-        dry_run: true,
-        now: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-    };
+        Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+        &findings,
+    );
     bencher.bench_local(|| {
         let d = plugin.decide(&inv, &findings).unwrap();
         assert_eq!(d.proposals.len(), n);

@@ -8,19 +8,17 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use engine_core::finding::{Basis, Credential};
-use engine_core::plan::{ActionKind, Proposal};
 use engine_core::policy::Rule;
 
 use crate::Invocation;
 use crate::bindings::engine::plugin::types as wit;
-use crate::limits;
 
 pub(crate) fn context(inv: &Invocation<'_>) -> wit::Context {
     wit::Context {
         invocation_id: inv.invocation_id.to_string(),
         policy: inv.policy.name.clone(),
         rule: rule(inv.policy.rule),
-        dry_run: inv.dry_run,
+        dry_run: crate::CONTEXT_DRY_RUN,
         now: rfc3339(&inv.now),
         params: inv
             .policy
@@ -101,20 +99,6 @@ pub(crate) fn finding(f: &Finding) -> wit::Finding {
         reason: f.reason.clone(),
         exempt: f.exempt,
         protected: f.protected.is_some(),
-    }
-}
-
-pub(crate) fn proposal(a: wit::Action) -> Proposal {
-    let (kind, reason) = match a.kind {
-        wit::ActionKind::DeleteAccessKey => (ActionKind::DeleteAccessKey, a.reason),
-        wit::ActionKind::DeactivateAccessKey => (ActionKind::DeactivateAccessKey, a.reason),
-        wit::ActionKind::DeleteLoginProfile => (ActionKind::DeleteLoginProfile, a.reason),
-        wit::ActionKind::None(reason) => (ActionKind::None, Some(reason)),
-    };
-    Proposal {
-        finding: a.finding,
-        kind,
-        reason: reason.map(|r| limits::truncate(r, limits::MAX_REASON_BYTES)),
     }
 }
 

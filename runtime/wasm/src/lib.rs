@@ -9,8 +9,17 @@
 //!   importing anything beyond the contract and the few WASI interfaces Rust's
 //!   standard library always imports is refused at load (see [`sandbox`]);
 //! - a wall-clock limit (`timeout_ms`, epoch interruption),
-//! - a memory limit (`memory_mb`, store limits),
-//! - caps on what it returns (see [`limits`]).
+//! - a memory limit (`memory_mb`) on all its memories and tables together,
+//!   and small caps on how many instances, memories and tables it creates;
+//! - caps on what it may cost before it runs: the file must be a regular file
+//!   of bounded size, its function bodies and counts are bounded before
+//!   compiling, and compiling has a deadline;
+//! - caps on what the host copies out of it (its answer, its log lines);
+//! - no wasm features a plugin does not need (multi-memory, memory64,
+//!   threads, relaxed SIMD, GC, exceptions...).
+//!
+//! Every number, and the sizes of the shipped plugins they were chosen
+//! against, is in [`limits`].
 //!
 //! A plugin that loops, allocates without end, traps or answers nonsense
 //! fails with a typed [`PluginError`]; the caller turns it into the policy's
@@ -19,9 +28,13 @@
 //! [`engine_core::plan::check_proposals`].
 
 mod convert;
+mod files;
 pub mod limits;
+mod output;
 pub mod sandbox;
+pub mod scan;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -30,8 +43,8 @@ use engine_core::Finding;
 use engine_core::plan::{FailureKind, PolicyFailure, Proposal};
 use engine_core::policy::{PluginConfig, PluginSource, Policy};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
+use wasmtime::{Config, Engine, Store, WasmFeatures};
 
 use crate::sandbox::State;
 
@@ -72,6 +85,29 @@ pub enum PluginError {
     /// Missing file, sha256 mismatch, not a component, or a forbidden import.
     #[error("plugin {plugin:?} could not be loaded: {reason}")]
     Load { plugin: String, reason: String },
+    /// The plugin's source is not a regular file (a FIFO, a device, a
+    /// directory...); it was not read.
+    #[error(
+        "plugin {plugin:?} could not be loaded: {} is {found}, not a regular file; point source in [plugin.{plugin}] at the plugin's .wasm file", .path.display()
+    )]
+    NotAFile {
+        plugin: String,
+        path: PathBuf,
+        found: FileKind,
+    },
+    /// Over one of the bounds checked before compiling (see [`limits`]).
+    #[error(
+        "plugin {plugin:?} was refused before compiling: its {what} is {actual}, over the limit of {limit}"
+    )]
+    TooLarge {
+        plugin: String,
+        what: LoadLimit,
+        actual: u64,
+        limit: u64,
+    },
+    /// Compiling took longer than [`limits::COMPILE_TIMEOUT`]; it was abandoned.
+    #[error("plugin {plugin:?} was refused: compiling it took longer than {limit_ms} ms")]
+    CompileTimeout { plugin: String, limit_ms: u64 },
     /// Built against a contract version this host does not support.
     #[error(
         "plugin {plugin:?} was built against contract engine:plugin@{found}, but this engine supports only engine:plugin@{supported}; rebuild it with engine-plugin-sdk {supported} (plugins/wit/v{supported})"
@@ -90,7 +126,8 @@ pub enum PluginError {
         limit_ms: u64,
         elapsed_ms: u64,
     },
-    /// Tried to grow its memory past `memory_mb` and was stopped.
+    /// Tried to hold more than `memory_mb` in all its memories and tables
+    /// together (or a table past [`limits::MAX_TABLE_ELEMENTS`]) and was stopped.
     #[error(
         "plugin {plugin:?} was stopped: it tried to use more than memory_mb = {limit_mb} MiB; fix the plugin or raise memory_mb in [plugin.{plugin}]"
     )]
@@ -112,7 +149,10 @@ impl PluginError {
     /// The typed failure kind of the policy whose plugin failed.
     pub fn kind(&self) -> FailureKind {
         match self {
-            PluginError::Load { .. } => FailureKind::Load,
+            PluginError::Load { .. }
+            | PluginError::NotAFile { .. }
+            | PluginError::TooLarge { .. }
+            | PluginError::CompileTimeout { .. } => FailureKind::Load,
             PluginError::Version { .. } => FailureKind::Version,
             PluginError::Timeout { .. } => FailureKind::Timeout,
             PluginError::MemoryLimit { .. } => FailureKind::MemoryLimit,
@@ -134,6 +174,9 @@ impl PluginError {
     pub fn plugin(&self) -> &str {
         match self {
             PluginError::Load { plugin, .. }
+            | PluginError::NotAFile { plugin, .. }
+            | PluginError::TooLarge { plugin, .. }
+            | PluginError::CompileTimeout { plugin, .. }
             | PluginError::Version { plugin, .. }
             | PluginError::Timeout { plugin, .. }
             | PluginError::MemoryLimit { plugin, .. }
@@ -141,6 +184,71 @@ impl PluginError {
             | PluginError::InvalidOutput { plugin, .. }
             | PluginError::Failed { plugin, .. } => plugin,
         }
+    }
+}
+
+/// A bound checked before a plugin is compiled (see [`limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadLimit {
+    /// [`limits::MAX_PLUGIN_FILE_BYTES`]
+    FileBytes,
+    /// [`limits::MAX_FUNCTION_BODY_BYTES`]
+    FunctionBodyBytes,
+    /// [`limits::MAX_FUNCTION_LOCALS`]
+    FunctionLocals,
+    /// [`limits::MAX_FUNCTIONS`]
+    Functions,
+    /// [`limits::MAX_MODULES`]
+    Modules,
+    /// [`limits::MAX_NESTED_COMPONENTS`]
+    Components,
+    /// [`limits::MAX_INSTANCES`]
+    Instances,
+    /// [`limits::MAX_MEMORIES`]
+    Memories,
+    /// [`limits::MAX_TABLES`]
+    Tables,
+}
+
+impl std::fmt::Display for LoadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LoadLimit::FileBytes => "size in bytes",
+            LoadLimit::FunctionBodyBytes => "largest function body in bytes",
+            LoadLimit::FunctionLocals => "largest number of locals of one function",
+            LoadLimit::Functions => "number of functions",
+            LoadLimit::Modules => "number of core modules",
+            LoadLimit::Components => "number of nested components",
+            LoadLimit::Instances => "number of core instances",
+            LoadLimit::Memories => "number of memories",
+            LoadLimit::Tables => "number of tables",
+        })
+    }
+}
+
+/// What a plugin source that is not a regular file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    /// A FIFO (named pipe).
+    Fifo,
+    /// A character device, e.g. `/dev/zero`.
+    CharDevice,
+    BlockDevice,
+    Socket,
+    Other,
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Socket => "a socket",
+            FileKind::Other => "not a regular file",
+        })
     }
 }
 
@@ -174,14 +282,65 @@ pub struct LogLine {
 }
 
 /// What a plugin is asked to decide for.
-#[derive(Debug, Clone, Copy)]
+///
+/// Nothing in it tells a dry run (`engine check`) from a real one (`engine
+/// apply`): the same policy, findings and `now` give the same invocation, and
+/// so the same context handed to the plugin, byte for byte. A plugin cannot
+/// behave one way when watched and another when acting. The contract's
+/// `dry-run` field is kept for compatibility and is always `false`.
+#[derive(Debug, Clone)]
 pub struct Invocation<'a> {
-    /// Unique id of this run of this policy; tags the plugin's log lines.
-    pub invocation_id: &'a str,
+    /// Derived from what the plugin is given (see [`invocation_id`]); tags
+    /// the plugin's log lines.
+    pub invocation_id: String,
     pub policy: &'a Policy,
-    /// True under `engine check`.
-    pub dry_run: bool,
     pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a> Invocation<'a> {
+    /// The invocation of `policy`'s plugin on `findings` at `now`.
+    pub fn new(
+        policy: &'a Policy,
+        now: chrono::DateTime<chrono::Utc>,
+        findings: &[Finding],
+    ) -> Invocation<'a> {
+        Invocation {
+            invocation_id: invocation_id(policy, now, findings),
+            policy,
+            now,
+        }
+    }
+}
+
+/// The value of the contract's `context.dry-run`, in every mode.
+pub const CONTEXT_DRY_RUN: bool = false;
+
+/// `POLICY/HASH`: the first 16 hex digits of the sha256 of everything the
+/// plugin is given (its context without the id, and the findings), so it
+/// depends on nothing else: not the clock, the process or the mode.
+pub fn invocation_id(
+    policy: &Policy,
+    now: chrono::DateTime<chrono::Utc>,
+    findings: &[Finding],
+) -> String {
+    let inv = Invocation {
+        invocation_id: String::new(),
+        policy,
+        now,
+    };
+    let ctx = convert::context(&inv);
+    let findings: Vec<_> = findings.iter().map(convert::finding).collect();
+    let digest = Sha256::digest(format!("{ctx:?}\n{findings:?}").as_bytes());
+    let mut id = hex(&digest);
+    id.truncate(16);
+    format!("{}/{id}", policy.name)
+}
+
+/// The context record handed to the plugin for `inv`, as text (tests compare
+/// it across modes).
+#[doc(hidden)]
+pub fn context_text(inv: &Invocation<'_>) -> String {
+    format!("{:?}", convert::context(inv))
 }
 
 /// A plugin's answer, not yet checked against the policy.
@@ -192,7 +351,8 @@ pub struct Decision {
     pub logs: Vec<LogLine>,
     /// Wall-clock time of instantiation plus the call.
     pub elapsed: Duration,
-    /// The largest linear memory the plugin reached, in bytes.
+    /// The most memory the plugin held at once, in bytes: all its linear
+    /// memories and tables together (tables at their host cost per element).
     pub peak_memory_bytes: usize,
 }
 
@@ -205,14 +365,42 @@ struct Ticker {
 pub struct Host {
     engine: Engine,
     ticker: Arc<Ticker>,
+    compile_timeout: Duration,
+}
+
+/// The wasm features no plugin needs; a plugin using one fails to load.
+fn unneeded_features() -> WasmFeatures {
+    WasmFeatures::MULTI_MEMORY
+        | WasmFeatures::MEMORY64
+        | WasmFeatures::THREADS
+        | WasmFeatures::SHARED_EVERYTHING_THREADS
+        | WasmFeatures::RELAXED_SIMD
+        | WasmFeatures::GC
+        | WasmFeatures::FUNCTION_REFERENCES
+        | WasmFeatures::EXCEPTIONS
+        | WasmFeatures::LEGACY_EXCEPTIONS
+        | WasmFeatures::STACK_SWITCHING
+        | WasmFeatures::CUSTOM_PAGE_SIZES
+        | WasmFeatures::WIDE_ARITHMETIC
+        | WasmFeatures::CM_ASYNC
+        | WasmFeatures::CM_ASYNC_STACKFUL
+        | WasmFeatures::CM_MORE_ASYNC_BUILTINS
+        | WasmFeatures::CM_THREADING
+        | WasmFeatures::CM_ERROR_CONTEXT
+        | WasmFeatures::CM_GC
+        | WasmFeatures::CM_MAP
+        | WasmFeatures::CM64
+        | WasmFeatures::CM_FIXED_LENGTH_LISTS
 }
 
 impl Host {
-    /// Create the engine (epoch interruption on) and start the ticker thread.
+    /// Create the engine (epoch interruption on, unneeded wasm features off)
+    /// and start the ticker thread.
     pub fn new() -> Result<Host, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        config.wasm_features(unneeded_features(), false);
         let engine = Engine::new(&config).map_err(|e| PluginError::Load {
             plugin: String::new(),
             reason: format!("cannot create the wasm engine: {e}"),
@@ -234,13 +422,23 @@ impl Host {
         Ok(Host {
             engine,
             ticker: Arc::new(Ticker { _stop: stop }),
+            compile_timeout: limits::COMPILE_TIMEOUT,
         })
+    }
+
+    /// The same host with another compile deadline (tests).
+    #[doc(hidden)]
+    pub fn with_compile_timeout(mut self, timeout: Duration) -> Host {
+        self.compile_timeout = timeout;
+        self
     }
 
     /// Read, verify and compile a plugin, and link it against the sandbox.
     ///
-    /// The contract version and the imports are checked before anything of
-    /// the plugin runs. Compile once, then call [`Plugin::decide`] many times.
+    /// The file must be a regular file of at most
+    /// [`limits::MAX_PLUGIN_FILE_BYTES`]; the contract version, the imports
+    /// and the bounds of [`limits`] are checked before anything of the plugin
+    /// runs. Compile once, then call [`Plugin::decide`] many times.
     pub fn load(&self, cfg: &PluginConfig) -> Result<Plugin, PluginError> {
         let load_err = |reason: String| PluginError::Load {
             plugin: cfg.name.clone(),
@@ -255,13 +453,26 @@ impl Host {
                 ))
             })?,
             PluginSource::File { path, sha256 } => {
-                owned = std::fs::read(path).map_err(|e| {
-                    load_err(format!(
-                        "cannot read {}: {e}; check [plugin.{}] source",
-                        path.display(),
-                        cfg.name
-                    ))
-                })?;
+                owned = files::read_bounded(path, limits::MAX_PLUGIN_FILE_BYTES).map_err(
+                    |e| match e {
+                        files::ReadError::NotAFile(found) => PluginError::NotAFile {
+                            plugin: cfg.name.clone(),
+                            path: path.clone(),
+                            found,
+                        },
+                        files::ReadError::TooLarge(actual) => PluginError::TooLarge {
+                            plugin: cfg.name.clone(),
+                            what: LoadLimit::FileBytes,
+                            actual,
+                            limit: limits::MAX_PLUGIN_FILE_BYTES as u64,
+                        },
+                        files::ReadError::Io(e) => load_err(format!(
+                            "cannot read {}: {e}; check [plugin.{}] source",
+                            path.display(),
+                            cfg.name
+                        )),
+                    },
+                )?;
                 let actual = hex(&Sha256::digest(&owned));
                 if !actual.eq_ignore_ascii_case(sha256) {
                     return Err(load_err(format!(
@@ -283,22 +494,55 @@ impl Host {
             plugin: name.clone(),
             reason,
         };
+        let too_large = |e: scan::Exceeded| PluginError::TooLarge {
+            plugin: name.clone(),
+            what: e.what,
+            actual: e.actual,
+            limit: e.limit,
+        };
         if !bytes.starts_with(b"\0asm") {
             return Err(load_err(
                 "not a WebAssembly file; build the plugin with `cargo build --release --target wasm32-wasip2`".to_string(),
             ));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
+        let not_a_component = |e: &dyn std::fmt::Display| {
             load_err(format!(
-                "not a valid WebAssembly component ({}); build it for the wasm32-wasip2 target with engine-plugin-sdk",
-                e.root_cause()
+                "not a valid WebAssembly component ({e}); build it for the wasm32-wasip2 target with engine-plugin-sdk"
             ))
+        };
+        match scan::scan(bytes) {
+            Ok(_) => {}
+            Err(scan::ScanError::Exceeded(e)) => return Err(too_large(e)),
+            Err(scan::ScanError::Malformed(e)) => return Err(not_a_component(&e)),
+        }
+        let component = self
+            .compile(&name, bytes)?
+            .map_err(|e| not_a_component(&e.root_cause()))?;
+        // The memories and tables of every instance the component creates,
+        // nested components instantiated several times included.
+        let required = component.resources_required().ok_or_else(|| {
+            load_err("it imports a core module, which the sandbox does not provide".to_string())
         })?;
+        for (what, actual, limit) in [
+            (
+                LoadLimit::Memories,
+                required.num_memories,
+                limits::MAX_MEMORIES,
+            ),
+            (LoadLimit::Tables, required.num_tables, limits::MAX_TABLES),
+        ] {
+            if actual as usize > limit {
+                return Err(too_large(scan::Exceeded {
+                    what,
+                    actual: u64::from(actual),
+                    limit: limit as u64,
+                }));
+            }
+        }
         let ty = component.component_type();
         sandbox::check_exports(&name, &self.engine, &ty)?;
         let mut linker: Linker<State> = Linker::new(&self.engine);
-        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(|e| load_err(format!("cannot link the host interface: {e}")))?;
+        sandbox::link_host(&name, &mut linker)?;
         sandbox::link_imports(&name, &self.engine, &ty, &mut linker)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             load_err(format!(
@@ -312,14 +556,63 @@ impl Host {
                 e.root_cause()
             ))
         })?;
+        let decide = component
+            .get_export_index(
+                None,
+                format!("{DECIDE_INTERFACE}@{CONTRACT_VERSION}").as_str(),
+            )
+            .and_then(|i| component.get_export_index(Some(&i), "decide"))
+            .ok_or_else(|| {
+                load_err(format!(
+                    "it does not export {DECIDE_INTERFACE}@{CONTRACT_VERSION}#decide"
+                ))
+            })?;
         Ok(Plugin {
             name: cfg.name.clone(),
             timeout_ms: cfg.timeout_ms,
             memory_mb: cfg.memory_mb,
             engine: self.engine.clone(),
             pre,
+            decide,
             _ticker: self.ticker.clone(),
         })
+    }
+
+    /// Compile on a thread of its own, waiting at most the compile deadline.
+    ///
+    /// cranelift cannot be interrupted: a compile past the deadline is
+    /// abandoned (the load fails with `CompileTimeout` at once) and runs on in
+    /// the background until it ends, when its result is dropped. The bounds
+    /// checked by [`scan::scan`] bound that time and memory.
+    fn compile(
+        &self,
+        plugin: &str,
+        bytes: &[u8],
+    ) -> Result<wasmtime::Result<Component>, PluginError> {
+        let (done, result) = mpsc::sync_channel(1);
+        let engine = self.engine.clone();
+        let bytes = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("engine-wasm-compile".to_string())
+            .spawn(move || {
+                // The receiver is gone when the compile was abandoned.
+                let _ = done.send(Component::new(&engine, &bytes));
+            })
+            .map_err(|e| PluginError::Load {
+                plugin: plugin.to_string(),
+                reason: format!("cannot start the compiler thread: {e}"),
+            })?;
+        match result.recv_timeout(self.compile_timeout) {
+            Ok(component) => Ok(component),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(PluginError::CompileTimeout {
+                plugin: plugin.to_string(),
+                limit_ms: u64::try_from(self.compile_timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(PluginError::Load {
+                plugin: plugin.to_string(),
+                reason: "the compiler thread failed".to_string(),
+            }),
+        }
     }
 }
 
@@ -330,6 +623,8 @@ pub struct Plugin {
     memory_mb: u64,
     engine: Engine,
     pre: bindings::PluginPre<State>,
+    /// `engine:plugin/decide@0.1.0#decide`.
+    decide: ComponentExportIndex,
     _ticker: Arc<Ticker>,
 }
 
@@ -342,6 +637,20 @@ impl std::fmt::Debug for Plugin {
             .finish_non_exhaustive()
     }
 }
+
+/// Where a call failed, to tell the plugin's traps from the host's refusals.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Instantiate,
+    Typecheck,
+    Call,
+}
+
+/// The parameters of `decide`, lowered by wasmtime from the bindgen types.
+type DecideParams<'a> = (
+    &'a bindings::engine::plugin::types::Context,
+    &'a [bindings::engine::plugin::types::Finding],
+);
 
 impl Plugin {
     /// The plugin's name.
@@ -361,7 +670,7 @@ impl Plugin {
             &self.engine,
             State::new(
                 &self.name,
-                inv.invocation_id,
+                &inv.invocation_id,
                 inv.policy.name.as_str(),
                 limit_bytes,
             ),
@@ -376,37 +685,50 @@ impl Plugin {
         let ctx = convert::context(inv);
         let wit_findings: Vec<_> = findings.iter().map(convert::finding).collect();
 
+        // Each call may lift at most memory_mb bytes out of the plugin
+        // (wasmtime's own count, per host call and for the answer).
+        store.set_hostcall_fuel(limit_bytes);
         let start = Instant::now();
-        let result = self.pre.instantiate(&mut store).and_then(|p| {
-            p.engine_plugin_decide()
-                .call_decide(&mut store, &ctx, &wit_findings)
-        });
+        let mut phase = Phase::Instantiate;
+        let result = self
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                phase = Phase::Typecheck;
+                instance.get_typed_func::<DecideParams<'_>, (output::RawAnswer,)>(
+                    &mut store,
+                    &self.decide,
+                )
+            })
+            .and_then(|func| {
+                phase = Phase::Call;
+                func.call(&mut store, (&ctx, &wit_findings))
+            });
         let elapsed = start.elapsed();
-        let state = store.into_data();
         let answer = match result {
-            Ok(answer) => answer,
-            Err(e) => return Err(self.classify(e, &state, elapsed)),
+            Ok((answer,)) => answer,
+            Err(e) => return Err(self.classify(e, store.data(), phase, elapsed)),
         };
-        let actions = match answer {
-            Ok(actions) => actions,
+        let invalid = |output::Invalid(reason)| PluginError::InvalidOutput {
+            plugin: self.name.clone(),
+            reason,
+        };
+        let proposals = match &answer {
+            Ok(list) => {
+                output::actions(&mut store, list, findings.len(), limit_bytes).map_err(invalid)?
+            }
             Err(message) => {
+                let message = output::Reader::new(limit_bytes)
+                    .string(&store, message, limits::MAX_ERROR_BYTES, "its error")
+                    .map_err(invalid)?;
                 return Err(PluginError::Failed {
                     plugin: self.name.clone(),
-                    message: limits::truncate(message, limits::MAX_ERROR_BYTES),
+                    message,
                 });
             }
         };
-        if actions.len() > findings.len() {
-            return Err(PluginError::InvalidOutput {
-                plugin: self.name.clone(),
-                reason: format!(
-                    "{} actions for {} finding(s); at most one action per finding is allowed",
-                    actions.len(),
-                    findings.len()
-                ),
-            });
-        }
-        let proposals = actions.into_iter().map(convert::proposal).collect();
+        let state = store.into_data();
         let peak_memory_bytes = state.limits.peak;
         Ok(Decision {
             proposals,
@@ -416,7 +738,13 @@ impl Plugin {
         })
     }
 
-    fn classify(&self, e: wasmtime::Error, state: &State, elapsed: Duration) -> PluginError {
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        state: &State,
+        phase: Phase,
+        elapsed: Duration,
+    ) -> PluginError {
         if state.limits.hit {
             return PluginError::MemoryLimit {
                 plugin: self.name.clone(),
@@ -432,6 +760,29 @@ impl Plugin {
         }
         let mut message = match e.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => trap.to_string(),
+            // Not a trap of the plugin's code nor a denied call: the host
+            // refused something of the plugin's.
+            None if state.denied.is_none() => {
+                let reason = e.root_cause().to_string();
+                return match phase {
+                    Phase::Instantiate => PluginError::Load {
+                        plugin: self.name.clone(),
+                        reason: format!("it could not be instantiated: {reason}"),
+                    },
+                    Phase::Typecheck => PluginError::Load {
+                        plugin: self.name.clone(),
+                        reason: format!(
+                            "its {DECIDE_INTERFACE}@{CONTRACT_VERSION} export does not match the contract: {reason}"
+                        ),
+                    },
+                    // Lowering its arguments (its realloc) or lifting its
+                    // answer (out of bounds, malformed, too large to read).
+                    Phase::Call => PluginError::InvalidOutput {
+                        plugin: self.name.clone(),
+                        reason: format!("its answer could not be read: {reason}"),
+                    },
+                };
+            }
             None => e.root_cause().to_string(),
         };
         if let Some(denied) = state

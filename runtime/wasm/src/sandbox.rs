@@ -10,7 +10,8 @@
 //!
 //! - environment and arguments are empty, there is no working directory;
 //! - stdin is closed; there are no terminals;
-//! - stdout/stderr are captured (at most [`MAX_STDERR_BYTES`]), so a
+//! - stdout/stderr are captured (at most [`MAX_STDERR_BYTES`], looked at in
+//!   place in the plugin's memory: only those bytes are copied), so a
 //!   panicking plugin's message ends up in its `Trap` error;
 //! - `exit` and every other function of those interfaces traps, naming the call.
 //!
@@ -20,10 +21,10 @@
 use std::collections::BTreeSet;
 
 use wasmtime::component::types::{Component as ComponentType, ComponentItem};
-use wasmtime::component::{Linker, Resource, ResourceType, Val};
+use wasmtime::component::{Linker, Resource, ResourceType, Val, WasmList, WasmStr};
 use wasmtime::{Engine, ResourceLimiter, StoreContextMut};
 
-use crate::limits::{self, MAX_STDERR_BYTES, MAX_TABLE_ELEMENTS};
+use crate::limits::{self, MAX_STDERR_BYTES, MAX_TABLE_ELEMENTS, TABLE_ELEMENT_BYTES};
 use crate::{CONTRACT_VERSION, DECIDE_INTERFACE, LogLevel, LogLine, PluginError, bindings};
 
 /// The WASI interfaces (without version) a plugin may import; deny-all stubs.
@@ -43,37 +44,81 @@ pub const STD_WASI_INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stderr",
 ];
 
-/// The memory limiter of one store, which remembers that it said no.
+/// The memory limiter of one store: one budget for all its memories and
+/// tables together, which remembers that it said no.
+///
+/// wasmtime asks before creating a memory or table (from size 0) and before
+/// every growth, so the running total is the size of everything the plugin's
+/// instances hold. A growth granted here that wasmtime then fails still
+/// counts (never less than the truth).
 pub(crate) struct Limits {
     pub(crate) max_bytes: usize,
-    /// A memory growth past `max_bytes` was refused.
+    /// A memory or table growth past `max_bytes` was refused.
     pub(crate) hit: bool,
-    /// Largest memory size granted, in bytes.
+    /// Bytes of all memories and tables now.
+    pub(crate) total: usize,
+    /// Largest `total` reached, in bytes.
     pub(crate) peak: usize,
+}
+
+impl Limits {
+    pub(crate) fn new(max_bytes: usize) -> Limits {
+        Limits {
+            max_bytes,
+            hit: false,
+            total: 0,
+            peak: 0,
+        }
+    }
+
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.total.saturating_add(desired.saturating_sub(current));
+        if total > self.max_bytes {
+            self.hit = true;
+            return false;
+        }
+        self.total = total;
+        self.peak = self.peak.max(total);
+        true
+    }
 }
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        self.peak = self.peak.max(desired);
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
+    }
+
+    fn instances(&self) -> usize {
+        limits::MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        limits::MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        limits::MAX_TABLES
     }
 }
 
@@ -85,6 +130,8 @@ pub(crate) struct State {
     policy: String,
     logs: Vec<LogLine>,
     dropped_logs: usize,
+    /// Bytes of log lines the host may still look at in this call.
+    log_budget: usize,
     console: Vec<u8>,
     /// The first denied WASI call, for the trap message.
     pub(crate) denied: Option<String>,
@@ -93,16 +140,13 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(plugin: &str, invocation_id: &str, policy: &str, max_bytes: usize) -> State {
         State {
-            limits: Limits {
-                max_bytes,
-                hit: false,
-                peak: 0,
-            },
+            limits: Limits::new(max_bytes),
             plugin: plugin.to_string(),
             invocation_id: invocation_id.to_string(),
             policy: policy.to_string(),
             logs: Vec::new(),
             dropped_logs: 0,
+            log_budget: max_bytes,
             console: Vec::new(),
             denied: None,
         }
@@ -119,9 +163,10 @@ impl State {
             self.logs.push(LogLine {
                 level: LogLevel::Warn,
                 message: format!(
-                    "{} more log line(s) dropped: a plugin may log at most {} lines per call",
+                    "{} more log line(s) dropped: a plugin may log at most {} lines, of at most memory_mb = {} MiB together, per call",
                     self.dropped_logs,
-                    limits::MAX_LOG_LINES
+                    limits::MAX_LOG_LINES,
+                    self.limits.max_bytes >> 20
                 ),
             });
         }
@@ -129,14 +174,54 @@ impl State {
     }
 }
 
-impl bindings::engine::plugin::host::Host for State {
+/// Define `engine:plugin/host.log`, taking the message in place.
+///
+/// The message is lifted as a [`WasmStr`] (a bounds-checked handle into the
+/// plugin's memory): a line past [`limits::MAX_LOG_LINES`] is not looked at,
+/// and of the others only the first [`limits::MAX_LOG_LINE_BYTES`] bytes are
+/// copied, however long the string the plugin passes. The lines of one call
+/// may add up to `memory_mb` bytes: past that (one line may cross it) the
+/// rest are dropped unread, so a plugin cannot make the host scan more than
+/// about twice its memory per call.
+pub(crate) fn link_host(plugin: &str, linker: &mut Linker<State>) -> Result<(), PluginError> {
+    let err = |e: wasmtime::Error| PluginError::Load {
+        plugin: plugin.to_string(),
+        reason: format!("cannot link the host interface: {e}"),
+    };
+    let types = format!("engine:plugin/types@{CONTRACT_VERSION}");
+    linker.instance(&types).map_err(err)?;
+    let host = format!("engine:plugin/host@{CONTRACT_VERSION}");
+    let mut li = linker.instance(&host).map_err(err)?;
+    li.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, State>,
+         (level, message): (bindings::engine::plugin::host::Level, WasmStr)| {
+            let state = store.data();
+            if state.logs.len() >= limits::MAX_LOG_LINES || state.log_budget == 0 {
+                store.data_mut().dropped_logs += 1;
+                return Ok(());
+            }
+            // Looked at in place (UTF-8 is checked, not copied); only the cut is copied.
+            let (message, len) = match message.to_str(&store) {
+                Ok(text) => (
+                    limits::truncate_str(&text, limits::MAX_LOG_LINE_BYTES),
+                    text.len(),
+                ),
+                Err(e) => (format!("(a log line that is not valid UTF-8: {e})"), 0),
+            };
+            let state = store.data_mut();
+            state.log_budget = state.log_budget.saturating_sub(len);
+            state.log(level, message);
+            Ok(())
+        },
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+impl State {
     fn log(&mut self, level: bindings::engine::plugin::host::Level, message: String) {
         use bindings::engine::plugin::host::Level as L;
-        if self.logs.len() >= limits::MAX_LOG_LINES {
-            self.dropped_logs += 1;
-            return;
-        }
-        let message = limits::truncate(message, limits::MAX_LOG_LINE_BYTES);
         let level = match level {
             L::Trace => LogLevel::Trace,
             L::Debug => LogLevel::Debug,
@@ -145,18 +230,18 @@ impl bindings::engine::plugin::host::Host for State {
             L::Error => LogLevel::Error,
         };
         let (plugin, invocation, policy) = (&self.plugin, &self.invocation_id, &self.policy);
+        // Whatever the subscriber, no control or bidi character of the plugin reaches a terminal.
+        let shown = engine_core::text::for_terminal(&message);
         match level {
-            LogLevel::Trace => tracing::trace!(plugin, invocation, policy, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, invocation, policy, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, invocation, policy, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, invocation, policy, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, invocation, policy, "{message}"),
+            LogLevel::Trace => tracing::trace!(plugin, invocation, policy, "{shown}"),
+            LogLevel::Debug => tracing::debug!(plugin, invocation, policy, "{shown}"),
+            LogLevel::Info => tracing::info!(plugin, invocation, policy, "{shown}"),
+            LogLevel::Warn => tracing::warn!(plugin, invocation, policy, "{shown}"),
+            LogLevel::Error => tracing::error!(plugin, invocation, policy, "{shown}"),
         }
         self.logs.push(LogLine { level, message });
     }
 }
-
-impl bindings::engine::plugin::types::Host for State {}
 
 /// Split `ns:pkg/iface@version` into its name and version.
 fn split_version(name: &str) -> (&str, Option<&str>) {
@@ -274,6 +359,31 @@ pub(crate) fn link_imports(
                     li.resource(fname, ty, |_, _| Ok(()))
                         .map_err(|e| err(&name, e))?;
                 }
+                ComponentItem::ComponentFunc(_)
+                    if iface == "wasi:io/streams"
+                        && matches!(
+                            fname,
+                            "[method]output-stream.write"
+                                | "[method]output-stream.blocking-write-and-flush"
+                        ) =>
+                {
+                    // Typed, so the bytes are looked at in place: a dynamic
+                    // function would lift a 48 MiB write as 48 Mi `Val`s.
+                    li.func_wrap(
+                        fname,
+                        |mut store: StoreContextMut<'_, State>,
+                         (_stream, bytes): (Resource<OutputStream>, WasmList<u8>)| {
+                            let room = MAX_STDERR_BYTES.saturating_sub(store.data().console.len());
+                            if room > 0 {
+                                let data = bytes.as_le_slice(&store);
+                                let kept = data[..data.len().min(room)].to_vec();
+                                store.data_mut().console.extend_from_slice(&kept);
+                            }
+                            Ok((Ok::<(), StreamError>(()),))
+                        },
+                    )
+                    .map_err(|e| err(&name, e))?;
+                }
                 ComponentItem::ComponentFunc(_) => {
                     let (iface, fname) = (iface.clone(), fname.to_string());
                     let full = fname.clone();
@@ -287,6 +397,18 @@ pub(crate) fn link_imports(
         }
     }
     Ok(())
+}
+
+/// `wasi:io/streams.stream-error`, as the typed write stub returns it.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(variant)]
+enum StreamError {
+    #[component(name = "last-operation-failed")]
+    #[allow(dead_code, reason = "the stubs never fail a write")]
+    LastOperationFailed(Resource<IoError>),
+    #[component(name = "closed")]
+    #[allow(dead_code, reason = "the stubs never close a stream")]
+    Closed,
 }
 
 // Host-side marker types of the WASI resources; never instantiated.

@@ -15,7 +15,9 @@ use engine_core::policy::{
     self, BUILTIN_PLUGINS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, EXTERNAL_DEFAULT_ALLOW,
     PluginConfig, PluginSource, Policy, Rule,
 };
-use engine_wasm::{Decision, Host, Invocation, LogLevel, Plugin, PluginError, limits};
+use engine_wasm::{
+    Decision, FileKind, Host, Invocation, LoadLimit, LogLevel, Plugin, PluginError, limits,
+};
 use sha2::{Digest, Sha256};
 
 fn host() -> &'static Host {
@@ -110,6 +112,8 @@ fn finding(user: &str, credential: Credential, age_days: i64) -> Finding {
         controls: Default::default(),
         exempt: user == "vip",
         protected: (user == "<root_account>").then_some(Protection::Root),
+        user_created: None,
+        credential_created: None,
     }
 }
 
@@ -125,12 +129,11 @@ fn findings() -> Vec<Finding> {
 }
 
 fn decide(plugin: &Plugin, policy: &Policy, findings: &[Finding]) -> Result<Decision, PluginError> {
-    let inv = Invocation {
-        invocation_id: "inv-test",
+    let inv = Invocation::new(
         policy,
-        dry_run: true,
-        now: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-    };
+        Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+        findings,
+    );
     plugin.decide(&inv, findings)
 }
 
@@ -618,4 +621,536 @@ fn actions_on_exempt_and_root_are_refused() {
         ]
     );
     assert_default_plugin_still_works();
+}
+
+// ---- hand-written hostile components (tests/fixtures/) ------------------------
+
+const TYPES_WAT: &str = include_str!("fixtures/types.wat");
+const DECIDE_WAT: &str = include_str!("fixtures/decide.wat");
+
+/// A fixture's component bytes: `;; @TYPES@`/`;; @DECIDE@` become the shared
+/// fragments, `;; @REPEAT@ X` becomes `repeat` copies of X, `@NAME@` a value.
+fn fixture(text: &str, vars: &[(&str, String)], repeat: usize) -> Vec<u8> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t == ";; @TYPES@" {
+            out.push_str(TYPES_WAT);
+        } else if t == ";; @DECIDE@" {
+            out.push_str(DECIDE_WAT);
+        } else if let Some(body) = t.strip_prefix(";; @REPEAT@") {
+            for _ in 0..repeat {
+                out.push_str(body);
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    for (k, v) in vars {
+        out = out.replace(&format!("@{k}@"), v);
+    }
+    wat::parse_str(&out).unwrap_or_else(|e| panic!("fixture does not assemble: {e}"))
+}
+
+/// A fresh file under the temp dir, unique to this process and `tag`.
+fn temp_path(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("engine-wasm-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(tag)
+}
+
+/// Write `bytes` to a file and load it the way a policy does (pinned by sha256).
+fn load_file(tag: &str, bytes: &[u8], memory_mb: u64) -> Result<Plugin, PluginError> {
+    let path = temp_path(&format!("{tag}.wasm"));
+    std::fs::write(&path, bytes).expect("write fixture");
+    let sha256 = sha256_of(&path);
+    host().load(&PluginConfig {
+        name: tag.to_string(),
+        source: PluginSource::File { path, sha256 },
+        timeout_ms: 5000,
+        memory_mb,
+        allow: EXTERNAL_DEFAULT_ALLOW.to_vec(),
+        origin: None,
+    })
+}
+
+/// `load` on a thread: a load that hangs fails the test instead of hanging it.
+fn load_within(cfg: PluginConfig, limit: Duration) -> Result<Plugin, PluginError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(host().load(&cfg));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("loading did not return within {limit:?}"))
+}
+
+fn many_memories(count: usize, pages: u32) -> Vec<u8> {
+    fixture(
+        include_str!("fixtures/many-memories.wat"),
+        &[("PAGES", pages.to_string()), ("COUNT", count.to_string())],
+        count,
+    )
+}
+
+fn many_tables(count: usize, elements: u32) -> Vec<u8> {
+    fixture(
+        include_str!("fixtures/many-tables.wat"),
+        &[
+            ("ELEMENTS", elements.to_string()),
+            ("COUNT", count.to_string()),
+        ],
+        count,
+    )
+}
+
+// Item 11: memory across many memories, tables and instances.
+
+#[test]
+fn twenty_memories_of_64_mib_are_refused_at_load() {
+    let err = load_file("many-memories-20", &many_memories(20, 1024), 64).unwrap_err();
+    match &err {
+        PluginError::TooLarge {
+            what: LoadLimit::Memories,
+            actual,
+            limit,
+            ..
+        } => {
+            assert_eq!(*actual, 21, "20 + the main memory");
+            assert_eq!(*limit, limits::MAX_MEMORIES as u64);
+        }
+        other => panic!("expected TooLarge(Memories), got {other:?}"),
+    }
+    assert_eq!(err.kind(), FailureKind::Load);
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn memories_each_under_memory_mb_but_not_together_are_a_memory_limit() {
+    // 3 x 24 MiB: each under memory_mb = 64, together 72 MiB.
+    let plugin = load_file("many-memories-3x24", &many_memories(3, 384), 64).expect("loads");
+    match decide(&plugin, &policy(""), &findings()).unwrap_err() {
+        PluginError::MemoryLimit { limit_mb, .. } => assert_eq!(limit_mb, 64),
+        other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn peak_memory_is_the_total_of_all_memories() {
+    // 3 x 8 MiB + the 64 KiB main memory, under memory_mb = 64.
+    let plugin = load_file("many-memories-3x8", &many_memories(3, 128), 64).expect("loads");
+    let d = decide(&plugin, &policy(""), &findings()).expect("answers");
+    assert!(d.proposals.is_empty());
+    assert_eq!(d.peak_memory_bytes, 3 * (8 << 20) + (64 << 10));
+}
+
+#[test]
+fn forty_instances_are_refused_at_load() {
+    match load_file("many-instances-40", &many_memories(40, 0), 64).unwrap_err() {
+        PluginError::TooLarge {
+            what: LoadLimit::Instances,
+            actual,
+            limit,
+            ..
+        } => {
+            // Counted up to where the scan stopped: 40 + the memory instance.
+            assert!(actual > 40, "{actual}");
+            assert_eq!(limit, limits::MAX_INSTANCES as u64);
+        }
+        other => panic!("expected TooLarge(Instances), got {other:?}"),
+    }
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn many_tables_are_refused_at_load() {
+    match load_file("many-tables-20", &many_tables(20, 10), 64).unwrap_err() {
+        PluginError::TooLarge {
+            what: LoadLimit::Tables,
+            actual,
+            ..
+        } => assert_eq!(actual, 20),
+        other => panic!("expected TooLarge(Tables), got {other:?}"),
+    }
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn tables_count_against_memory_mb() {
+    // 8 tables of 100,000 elements: 6.4 MB of host memory, over memory_mb = 4.
+    let plugin = load_file("many-tables-8", &many_tables(8, 100_000), 4).expect("loads");
+    match decide(&plugin, &policy(""), &findings()).unwrap_err() {
+        PluginError::MemoryLimit { limit_mb, .. } => assert_eq!(limit_mb, 4),
+        other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    // Within memory_mb, the tables count in the peak.
+    let plugin = load_file("many-tables-2", &many_tables(2, 1000), 4).expect("loads");
+    let d = decide(&plugin, &policy(""), &findings()).expect("answers");
+    assert_eq!(
+        d.peak_memory_bytes,
+        (64 << 10) + 2 * 1000 * limits::TABLE_ELEMENT_BYTES
+    );
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn unneeded_wasm_features_are_refused_at_load() {
+    // multi-memory: two memories in one module.
+    let two = wat::parse_str("(component (core module (memory 1) (memory 1)))").unwrap();
+    // memory64
+    let m64 = wat::parse_str("(component (core module (memory i64 1)))").unwrap();
+    // threads: a shared memory
+    let shared = wat::parse_str("(component (core module (memory 1 1 shared)))").unwrap();
+    for (tag, bytes) in [
+        ("multi-memory", two),
+        ("memory64", m64),
+        ("threads", shared),
+    ] {
+        match load_file(tag, &bytes, 64) {
+            Err(PluginError::Load { reason, .. }) => {
+                assert!(
+                    reason.contains("not a valid WebAssembly component"),
+                    "{tag}: {reason}"
+                )
+            }
+            other => panic!("{tag}: expected Load, got {other:?}"),
+        }
+    }
+    assert_default_plugin_still_works();
+}
+
+// Item 12: compile bombs.
+
+#[test]
+fn compile_bomb_is_refused_before_compiling() {
+    let bomb = fixture(
+        include_str!("fixtures/fill-bomb.wat"),
+        &[("COUNT", "200000".to_string())],
+        200_000,
+    );
+    assert!(bomb.len() > 1_800_000, "{}", bomb.len());
+    let start = Instant::now();
+    let err = load_file("fill-bomb", &bomb, 64).unwrap_err();
+    let took = start.elapsed();
+    match &err {
+        PluginError::TooLarge {
+            what: LoadLimit::FunctionBodyBytes,
+            actual,
+            limit,
+            ..
+        } => {
+            assert!(*actual > 1_800_000, "{actual}");
+            assert_eq!(*limit, limits::MAX_FUNCTION_BODY_BYTES as u64);
+        }
+        other => panic!("expected TooLarge(FunctionBodyBytes), got {other:?}"),
+    }
+    assert_eq!(err.kind(), FailureKind::Load);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn a_compile_past_its_deadline_is_abandoned_with_a_typed_error() {
+    let impatient = Host::new()
+        .expect("host")
+        .with_compile_timeout(Duration::from_millis(1));
+    let start = Instant::now();
+    match impatient.load(&builtin("delete-expired-keys")) {
+        Err(PluginError::CompileTimeout { limit_ms, .. }) => assert_eq!(limit_ms, 1),
+        other => panic!("expected CompileTimeout, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn shipped_plugins_are_well_within_the_load_limits() {
+    for (name, _) in BUILTIN_PLUGINS {
+        let bytes = engine_wasm::builtin(name).expect("embedded");
+        let stats = engine_wasm::scan::scan(bytes).unwrap_or_else(|_| panic!("{name} refused"));
+        println!("{name}: {stats:?}");
+        assert!(
+            stats.bytes * 8 <= limits::MAX_PLUGIN_FILE_BYTES as u64,
+            "{stats:?}"
+        );
+        assert!(
+            stats.max_function_body_bytes * 8 <= limits::MAX_FUNCTION_BODY_BYTES as u64,
+            "{stats:?}"
+        );
+        assert!(
+            stats.functions * 8 <= limits::MAX_FUNCTIONS as u64,
+            "{stats:?}"
+        );
+        assert!(
+            stats.core_instantiations * 4 <= limits::MAX_INSTANCES as u64,
+            "{stats:?}"
+        );
+        assert!(
+            stats.memories * 4 <= limits::MAX_MEMORIES as u64,
+            "{stats:?}"
+        );
+        assert!(stats.tables * 4 <= limits::MAX_TABLES as u64, "{stats:?}");
+    }
+}
+
+// Item 13: plugin files that are not files.
+
+fn file_cfg(tag: &str, path: PathBuf) -> PluginConfig {
+    PluginConfig {
+        name: tag.to_string(),
+        source: PluginSource::File {
+            path,
+            sha256: "0".repeat(64),
+        },
+        timeout_ms: 1000,
+        memory_mb: 64,
+        allow: EXTERNAL_DEFAULT_ALLOW.to_vec(),
+        origin: None,
+    }
+}
+
+fn assert_not_a_file(tag: &str, path: PathBuf, expected: FileKind) {
+    match load_within(file_cfg(tag, path), Duration::from_secs(10)) {
+        Err(PluginError::NotAFile { found, .. }) => assert_eq!(found, expected, "{tag}"),
+        other => panic!("{tag}: expected NotAFile, got {other:?}"),
+    }
+}
+
+#[test]
+fn dev_zero_is_not_read() {
+    assert_not_a_file("dev-zero", PathBuf::from("/dev/zero"), FileKind::CharDevice);
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn a_fifo_is_not_read() {
+    let path = temp_path("plugin.fifo");
+    let _ = std::fs::remove_file(&path);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    assert_not_a_file("fifo", path.clone(), FileKind::Fifo);
+    let _ = std::fs::remove_file(&path);
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn a_directory_is_not_read() {
+    let dir = temp_path("plugin-dir.wasm");
+    std::fs::create_dir_all(&dir).expect("dir");
+    assert_not_a_file("directory", dir, FileKind::Directory);
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn an_oversized_file_is_refused_unread() {
+    // Sparse: 1 GiB on paper, nothing on disk; refused from its size alone.
+    let path = temp_path("huge.wasm");
+    let file = std::fs::File::create(&path).expect("create");
+    file.set_len(1 << 30).expect("set_len");
+    drop(file);
+    let start = Instant::now();
+    match load_within(file_cfg("huge", path.clone()), Duration::from_secs(10)) {
+        Err(PluginError::TooLarge {
+            what: LoadLimit::FileBytes,
+            actual,
+            limit,
+            ..
+        }) => {
+            assert_eq!(actual, 1 << 30);
+            assert_eq!(limit, limits::MAX_PLUGIN_FILE_BYTES as u64);
+        }
+        other => panic!("expected TooLarge(FileBytes), got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let _ = std::fs::remove_file(&path);
+    assert_default_plugin_still_works();
+}
+
+// Item 14: what the host copies out of a plugin.
+
+fn aliased_reasons() -> Vec<u8> {
+    fixture(include_str!("fixtures/aliased-reasons.wat"), &[], 0)
+}
+
+fn log_flood(count: u32) -> Vec<u8> {
+    fixture(
+        include_str!("fixtures/log-flood.wat"),
+        &[("COUNT", count.to_string())],
+        0,
+    )
+}
+
+fn many_findings(n: usize) -> Vec<Finding> {
+    (0..n)
+        .map(|i| finding(&format!("user{i}"), Credential::AccessKey1, 120))
+        .collect()
+}
+
+#[test]
+fn one_string_aliased_by_every_action_is_invalid_output() {
+    let plugin = load_file("aliased-reasons", &aliased_reasons(), 64).expect("loads");
+    // One action (one 60 MiB reason, cut to MAX_REASON_BYTES) is fine...
+    let d = decide(&plugin, &policy(""), &many_findings(1)).expect("one action");
+    let reason = d.proposals[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.len() <= limits::MAX_REASON_BYTES);
+    // ...1,000 of them pointing at the same 60 MiB are not copied 1,000 times.
+    match decide(&plugin, &policy(""), &many_findings(1000)).unwrap_err() {
+        PluginError::InvalidOutput { .. } => {}
+        other => panic!("expected InvalidOutput, got {other:?}"),
+    }
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn giant_log_lines_are_not_copied() {
+    let plugin = load_file("log-flood", &log_flood(300), 64).expect("loads");
+    let d = decide(&plugin, &policy(""), &findings()).expect("answers");
+    // 48 MiB lines: the first two are looked at (the second crosses the
+    // memory_mb budget), cut to 4 KiB; the other 298 are dropped unread.
+    assert_eq!(d.logs.len(), 3, "{:?}", d.logs.len());
+    assert!(
+        d.logs[..2]
+            .iter()
+            .all(|l| l.message.len() <= limits::MAX_LOG_LINE_BYTES)
+    );
+    let last = &d.logs[2].message;
+    assert!(last.contains("298 more log line(s) dropped"), "{last}");
+    assert_default_plugin_still_works();
+}
+
+/// Run `scenario` in a child process (this test binary, `rss_child`) and
+/// return how much its peak RSS (VmHWM) grew during the one call, in KiB.
+fn hwm_growth_kib(scenario: &str) -> u64 {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "rss_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ENGINE_WASM_RSS_SCENARIO", scenario)
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("hwm-growth-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no measurement in: {stdout}"))
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .expect("VmHWM in /proc/self/status")
+}
+
+#[test]
+#[ignore = "run by the RSS tests in a child process"]
+fn rss_child() {
+    let Ok(scenario) = std::env::var("ENGINE_WASM_RSS_SCENARIO") else {
+        return;
+    };
+    let control = scenario == "control";
+    let (bytes, fs) = match scenario.as_str() {
+        "aliased-reasons" => (aliased_reasons(), many_findings(1000)),
+        "log-flood" | "control" => (log_flood(300), findings()),
+        other => panic!("unknown scenario {other}"),
+    };
+    let plugin = load_file(&scenario, &bytes, 64).expect("loads");
+    let p = policy("");
+    let before = vm_hwm_kib();
+    let result = decide(&plugin, &p, &fs);
+    if control {
+        // What the host did before: one 48 MiB copy of a line out of the plugin.
+        let copy = vec![1u8; 48 << 20];
+        std::hint::black_box(&copy);
+    }
+    let after = vm_hwm_kib();
+    println!(
+        "result={:?}",
+        result.as_ref().map(|d| d.logs.len()).map_err(|e| e.kind())
+    );
+    println!("hwm-growth-kib={}", after.saturating_sub(before));
+}
+
+#[test]
+fn answer_and_log_copies_stay_small_in_host_memory() {
+    // The plugin's own memory pages it never writes are not resident; what the
+    // host would copy out (60 MiB per action, 48 MiB per line) would be.
+    // The measurement sees a single 48 MiB host copy (so the bound below can fail).
+    let control = hwm_growth_kib("control");
+    assert!(control >= 40 << 10, "control grew only {control} KiB");
+    for scenario in ["aliased-reasons", "log-flood"] {
+        let grew = hwm_growth_kib(scenario);
+        println!("{scenario}: peak RSS grew {grew} KiB");
+        assert!(
+            grew < 24 << 10,
+            "{scenario}: peak RSS grew {grew} KiB during the call"
+        );
+    }
+}
+
+// Item 17: a plugin cannot tell a dry run from a real one.
+
+#[test]
+fn plugin_context_depends_only_on_what_the_plugin_is_given() {
+    let bytes = fixture(include_str!("fixtures/echo.wat"), &[], 0);
+    let plugin = load_file("echo", &bytes, 64).expect("loads");
+    let fs = findings();
+    let first = decide(&plugin, &policy(""), &fs).expect("answers");
+    std::thread::sleep(Duration::from_millis(5));
+    let again = decide(&plugin, &policy(""), &fs).expect("answers");
+    let reasons = |d: &Decision| -> Vec<String> {
+        d.proposals
+            .iter()
+            .map(|p| p.reason.clone().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(reasons(&first), reasons(&again));
+    let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let pol = policy("");
+    let id = engine_wasm::invocation_id(&pol, now, &fs);
+    assert_eq!(reasons(&first), [id.clone(), "false".to_string()]);
+    assert!(id.starts_with("test/"), "{id}");
+    // Other findings, other id.
+    let other = decide(&plugin, &policy(""), &fs[..2]).expect("answers");
+    assert_ne!(reasons(&other)[0], id);
+    assert_default_plugin_still_works();
+}
+
+#[test]
+fn a_function_just_under_the_body_cap_compiles_within_the_deadline() {
+    let fills = limits::MAX_FUNCTION_BODY_BYTES / 9 - 100;
+    let bytes = fixture(
+        include_str!("fixtures/fill-bomb.wat"),
+        &[("COUNT", fills.to_string())],
+        fills,
+    );
+    let start = Instant::now();
+    let plugin = load_file("fill-under-cap", &bytes, 64);
+    let took = start.elapsed();
+    println!(
+        "{fills} memory.fills: {} bytes, compiled in {took:?}",
+        bytes.len()
+    );
+    let plugin = plugin.unwrap_or_else(|e| panic!("refused: {e}"));
+    assert!(took < limits::COMPILE_TIMEOUT);
+    assert!(decide(&plugin, &policy(""), &findings()).is_ok());
 }
