@@ -25,6 +25,21 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
   POST /_engine/faults        {throttle: 0.2, drop: 0.1, seed: 42, actions: [...]}
                               `{}` turns faults off (and resets the counts below).
   GET  /_engine/faults        {throttled: n, dropped: n} injected since the last POST
+  POST /_engine/report        {freeze: true, generated?: date} serves the report as it is
+                              now, stamped `generated` (default now), to every
+                              GetCredentialReport until {freeze: false}; while frozen,
+                              GenerateCredentialReport answers COMPLETE and changes nothing
+  POST /_engine/mutate        [{op, ...}] changes the account behind the engine's back:
+                              {op: touch_key, key, last_used}, {op: touch_password,
+                              user, last_used}, {op: delete_key, user, key},
+                              {op: recreate_user, user} (deleted and created again now,
+                              with a new console password), {op: recreate_login_profile,
+                              user} (password removed and set again now)
+  POST /_engine/assume        {role_arn, session} -> {access_key_id, secret_access_key,
+                              session_token}: credentials of an assumed role, as
+                              STS AssumeRole gives them
+
+`faults` also takes `max: n`: inject at most n faults, then none.
 
 Dates are RFC 3339 (`2020-01-02T03:04:05Z`). Faults are drawn from a
 `random.Random(seed)`, one draw per API call (in the order calls arrive), so a
@@ -37,6 +52,10 @@ Moto quirks this server papers over, so the report looks like AWS's:
 - moto writes `password_last_changed` as the user's creation time, and
   `password_last_used` as `not_supported` for users without a password; AWS
   writes the last password change, and `N/A` when there is no password.
+- moto stamps every credential report `2015-02-02T20:02:02Z`; here it carries
+  the time of the last GenerateCredentialReport, as AWS's does.
+- moto answers GetLoginProfile with the user's creation date; here it is the
+  time the console password was created (seeded as its `changed` date).
 """
 
 from __future__ import annotations
@@ -52,7 +71,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult
 from moto.iam.models import AccessKeyLastUsed, User, iam_backends
+from moto.iam.responses import IamResponse
+from moto.sts.models import sts_backends
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -101,6 +123,75 @@ def _user_to_csv(self: User) -> str:
 User.to_csv = _user_to_csv  # type: ignore[method-assign]
 
 
+class Report:
+    """The credential report as served: live (moto's, stamped with the last
+    generation time) or frozen (an earlier snapshot, as AWS serves one
+    generated up to hours ago while the account moves on)."""
+
+    lock = threading.Lock()
+    generated: datetime | None = None
+    frozen: tuple[str, datetime] | None = None
+
+
+_moto_generate_report = IamResponse.generate_credential_report
+_moto_get_report = IamResponse.get_credential_report
+
+
+def _generate_credential_report(self: IamResponse) -> Any:
+    with Report.lock:
+        if Report.frozen is None:
+            Report.generated = datetime.utcnow().replace(microsecond=0)
+    return _moto_generate_report(self)
+
+
+def _get_credential_report(self: IamResponse) -> Any:
+    with Report.lock:
+        frozen = Report.frozen
+        generated = Report.generated
+    if frozen is None:
+        content = self.backend.get_credential_report()
+    else:
+        content, generated = frozen
+    return ActionResult(
+        {
+            "Content": content,
+            "ReportFormat": "text/csv",
+            "GeneratedTime": render_date(generated) or "2015-02-02T20:02:02Z",
+        }
+    )
+
+
+def _get_login_profile(self: IamResponse) -> Any:
+    user = self.backend.get_login_profile(self._get_param("UserName"))
+    created = getattr(user, "engine_profile_created", None) or user.create_date
+    return ActionResult(
+        {
+            "LoginProfile": {
+                "UserName": user.name,
+                "CreateDate": created,
+                "PasswordResetRequired": user.password_reset_required,
+            }
+        }
+    )
+
+
+_moto_create_login_profile = IamResponse.create_login_profile
+
+
+def _create_login_profile(self: IamResponse) -> Any:
+    result = _moto_create_login_profile(self)
+    user = self.backend.get_user(self._get_param("UserName"))
+    user.engine_profile_created = datetime.utcnow()
+    user.engine_password_changed = user.engine_profile_created
+    return result
+
+
+IamResponse.generate_credential_report = _generate_credential_report  # type: ignore[method-assign]
+IamResponse.get_credential_report = _get_credential_report  # type: ignore[method-assign]
+IamResponse.get_login_profile = _get_login_profile  # type: ignore[method-assign]
+IamResponse.create_login_profile = _create_login_profile  # type: ignore[method-assign]
+
+
 def backend() -> Any:
     return iam_backends[DEFAULT_ACCOUNT_ID]["global"]
 
@@ -123,6 +214,9 @@ def seed(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 user.engine_password_changed = parse_date(changed)
             if password.get("last_used"):
                 user.password_last_used = parse_date(password["last_used"])
+            user.engine_profile_created = parse_date(
+                password.get("profile_created") or changed or spec["created"]
+            )
         key_ids = []
         for key_spec in spec.get("keys", []):
             status = "Active" if key_spec.get("active", True) else "Inactive"
@@ -135,6 +229,74 @@ def seed(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
             key_ids.append(key.access_key_id)
         seeded.append({"name": name, "keys": key_ids})
     return seeded
+
+
+def freeze_report(spec: dict[str, Any]) -> dict[str, Any]:
+    with Report.lock:
+        if spec.get("freeze"):
+            generated = (
+                parse_date(spec["generated"])
+                if spec.get("generated")
+                else datetime.utcnow().replace(microsecond=0)
+            )
+            backend().generate_report()
+            Report.frozen = (backend().get_credential_report(), generated)
+            return {"generated": render_date(generated)}
+        Report.frozen = None
+        return {}
+
+
+def mutate(ops: list[dict[str, Any]]) -> dict[str, Any]:
+    iam = backend()
+    for op in ops:
+        kind = op["op"]
+        if kind == "touch_key":
+            key = iam.access_keys[op["key"]]
+            key.last_used = AccessKeyLastUsed(parse_date(op["last_used"]), "iam", REGION)
+        elif kind == "touch_password":
+            iam.get_user(op["user"]).password_last_used = parse_date(op["last_used"])
+        elif kind == "delete_key":
+            iam.delete_access_key(op["key"], op["user"])
+        elif kind == "recreate_user":
+            name = op["user"]
+            old = iam.get_user(name)
+            for key in list(old.access_keys):
+                iam.delete_access_key(key.access_key_id, name)
+            old.password = None
+            iam.delete_user(name)
+            user = iam.create_user(REGION, name, old.path)
+            now = datetime.utcnow()
+            user.create_date = now
+            iam.create_login_profile(name, "Recreated-Password-1!")
+            user.engine_password_changed = now
+            user.engine_profile_created = now
+        elif kind == "recreate_login_profile":
+            name = op["user"]
+            iam.delete_login_profile(name)
+            iam.create_login_profile(name, "Recreated-Password-1!")
+            user = iam.get_user(name)
+            user.engine_password_changed = datetime.utcnow()
+            user.engine_profile_created = user.engine_password_changed
+            user.password_last_used = None
+        else:
+            raise ValueError(f"unknown op {kind!r}")
+    return {}
+
+
+def assume(spec: dict[str, Any]) -> dict[str, Any]:
+    role = sts_backends[DEFAULT_ACCOUNT_ID]["aws"].assume_role(
+        region_name=REGION,
+        role_session_name=spec.get("session", "engine-test"),
+        role_arn=spec["role_arn"],
+        policy="",
+        duration=3600,
+        external_id="",
+    )
+    return {
+        "access_key_id": role.access_key_id,
+        "secret_access_key": role.secret_access_key,
+        "session_token": role.session_token,
+    }
 
 
 def state() -> dict[str, Any]:
@@ -180,6 +342,7 @@ class Faults:
             self.drop = float(spec.get("drop", 0.0))
             self.actions = set(spec["actions"]) if spec.get("actions") else None
             self.rng = random.Random(spec.get("seed", 0))
+            self.max = spec.get("max")
             self.injected = {"throttled": 0, "dropped": 0}
 
     def draw(self, action: str) -> str | None:
@@ -187,6 +350,8 @@ class Faults:
             if self.throttle <= 0 and self.drop <= 0:
                 return None
             if self.actions is not None and action not in self.actions:
+                return None
+            if self.max is not None and sum(self.injected.values()) >= self.max:
                 return None
             roll = self.rng.random()
             if roll < self.throttle:
@@ -304,6 +469,12 @@ class EngineApp:
             elif method == "POST" and name == "calls/reset":
                 self.calls.reset()
                 result = {}
+            elif method == "POST" and name == "report":
+                result = freeze_report(payload or {})
+            elif method == "POST" and name == "assume":
+                result = assume(payload or {})
+            elif method == "POST" and name == "mutate":
+                result = mutate(payload or [])
             elif method == "GET" and name == "faults":
                 result = self.faults.counts()
             elif method == "POST" and name == "faults":

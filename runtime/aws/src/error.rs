@@ -110,6 +110,11 @@ const CREDENTIAL_CODES: &[&str] = &[
     "MissingAuthenticationToken",
 ];
 
+/// Whether an AWS error code means "slow down".
+pub(crate) fn is_throttling(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code)
+}
+
 /// Sort an SDK error into an [`AwsError`].
 pub(crate) fn classify<E, R>(
     operation: &'static str,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_iam::config::ProvideCredentials;
+use aws_sdk_iam::config::http::HttpResponse;
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::types::StatusType;
 use chrono::{DateTime, Utc};
@@ -92,14 +93,30 @@ pub struct AccessKeyMeta {
 pub enum WriteOutcome {
     /// AWS made the change.
     Done,
-    /// The credential was already gone (`NoSuchEntity`): nothing to do.
+    /// An earlier attempt got no answer (dropped connection, timeout) and the
+    /// retry found the credential gone (`NoSuchEntity`): the lost attempt made
+    /// the change, most likely, not someone else.
+    DoneOnRetry,
+    /// The credential was already gone (`NoSuchEntity`) at the first answer:
+    /// nothing to do, someone or something removed it since the plan.
     AlreadyGone,
+}
+
+/// An IAM user as `GetUser` returns it: what identifies it, and its last sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMeta {
+    pub created: DateTime<Utc>,
+    /// `PasswordLastUsed`; `None` when never used (or not tracked).
+    pub password_last_used: Option<DateTime<Utc>>,
 }
 
 /// A connection to one AWS account.
 #[derive(Debug, Clone)]
 pub struct Aws {
     iam: aws_sdk_iam::Client,
+    /// The same client without the SDK's retries: writes retry in
+    /// [`Aws::write`], which knows whether an earlier attempt went unanswered.
+    iam_writes: aws_sdk_iam::Client,
     sts: aws_sdk_sts::Client,
     config: SdkConfig,
     opts: AwsOptions,
@@ -161,8 +178,12 @@ impl Aws {
             builder.set_region(Some(Region::from_static(FALLBACK_REGION)));
         }
         let config = builder.build();
+        let writes = aws_sdk_iam::config::Builder::from(&config)
+            .retry_config(RetryConfig::disabled())
+            .build();
         Ok(Aws {
             iam: aws_sdk_iam::Client::new(&config),
+            iam_writes: aws_sdk_iam::Client::from_conf(writes),
             sts: aws_sdk_sts::Client::new(&config),
             config,
             opts: opts.clone(),
@@ -246,14 +267,14 @@ impl Aws {
         user: &str,
         key_id: &str,
     ) -> Result<WriteOutcome, AwsError> {
-        let result = self
-            .iam
-            .delete_access_key()
-            .user_name(user)
-            .access_key_id(key_id)
-            .send()
-            .await;
-        self.write_outcome("DeleteAccessKey", result)
+        self.write("DeleteAccessKey", || {
+            self.iam_writes
+                .delete_access_key()
+                .user_name(user)
+                .access_key_id(key_id)
+                .send()
+        })
+        .await
     }
 
     /// Make an access key inactive (`UpdateAccessKey`). A missing key is
@@ -263,45 +284,145 @@ impl Aws {
         user: &str,
         key_id: &str,
     ) -> Result<WriteOutcome, AwsError> {
-        let result = self
-            .iam
-            .update_access_key()
-            .user_name(user)
-            .access_key_id(key_id)
-            .status(StatusType::Inactive)
-            .send()
-            .await;
-        self.write_outcome("UpdateAccessKey", result)
+        self.write("UpdateAccessKey", || {
+            self.iam_writes
+                .update_access_key()
+                .user_name(user)
+                .access_key_id(key_id)
+                .status(StatusType::Inactive)
+                .send()
+        })
+        .await
     }
 
     /// Delete a user's console password. No password is [`WriteOutcome::AlreadyGone`].
     pub async fn delete_login_profile(&self, user: &str) -> Result<WriteOutcome, AwsError> {
-        let result = self.iam.delete_login_profile().user_name(user).send().await;
-        self.write_outcome("DeleteLoginProfile", result)
+        self.write("DeleteLoginProfile", || {
+            self.iam_writes
+                .delete_login_profile()
+                .user_name(user)
+                .send()
+        })
+        .await
     }
 
-    /// Whether a user has a console password now (`GetLoginProfile`).
-    pub async fn login_profile_exists(&self, user: &str) -> Result<bool, AwsError> {
+    /// When the user's console password was created (`GetLoginProfile`'s
+    /// `CreateDate`); `None` when the user has none (or no longer exists).
+    pub async fn login_profile_created(
+        &self,
+        user: &str,
+    ) -> Result<Option<DateTime<Utc>>, AwsError> {
+        const OP: &str = "GetLoginProfile";
         match self.iam.get_login_profile().user_name(user).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_no_such_entity(&e) => Ok(false),
-            Err(e) => Err(self.classify("GetLoginProfile", e)),
+            Ok(out) => out
+                .login_profile()
+                .map(|p| p.create_date())
+                .and_then(to_chrono)
+                .map(Some)
+                .ok_or_else(|| AwsError::Response {
+                    operation: OP,
+                    message: format!("the login profile of {user:?} has no valid create date"),
+                }),
+            Err(e) if is_no_such_entity(&e) => Ok(None),
+            Err(e) => Err(self.classify(OP, e)),
         }
     }
 
-    fn write_outcome<T, E, R>(
+    /// A user's creation date and last console sign-in (`GetUser`); `None`
+    /// when there is no such user.
+    pub async fn get_user(&self, user: &str) -> Result<Option<UserMeta>, AwsError> {
+        const OP: &str = "GetUser";
+        match self.iam.get_user().user_name(user).send().await {
+            Ok(out) => {
+                let u = out.user().ok_or_else(|| AwsError::Response {
+                    operation: OP,
+                    message: "the answer has no user".into(),
+                })?;
+                let created = to_chrono(u.create_date()).ok_or_else(|| AwsError::Response {
+                    operation: OP,
+                    message: format!("user {user:?} has no valid create date"),
+                })?;
+                Ok(Some(UserMeta {
+                    created,
+                    password_last_used: u.password_last_used().and_then(to_chrono),
+                }))
+            }
+            Err(e) if is_no_such_entity(&e) => Ok(None),
+            Err(e) => Err(self.classify(OP, e)),
+        }
+    }
+
+    /// When an access key was last used (`GetAccessKeyLastUsed`): `Ok(None)`
+    /// when the key does not exist, `Ok(Some(None))` when it was never used.
+    pub async fn access_key_last_used(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<Option<DateTime<Utc>>>, AwsError> {
+        const OP: &str = "GetAccessKeyLastUsed";
+        match self
+            .iam
+            .get_access_key_last_used()
+            .access_key_id(key_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.access_key_last_used()
+                    .and_then(|l| l.last_used_date())
+                    .and_then(to_chrono),
+            )),
+            Err(e) if is_no_such_entity(&e) => Ok(None),
+            Err(e) => Err(self.classify(OP, e)),
+        }
+    }
+
+    /// Send a write with retries of its own, so that it knows what a
+    /// `NoSuchEntity` means: at the first answer, the credential was already
+    /// gone; after an attempt that went unanswered (dropped connection,
+    /// timeout, unreadable response), that attempt most likely made the
+    /// change. Throttling, 5xx and network errors are retried with capped
+    /// exponential backoff, up to `max_attempts` attempts.
+    async fn write<T, E, F, Fut>(
         &self,
         operation: &'static str,
-        result: Result<T, SdkError<E, R>>,
+        send: F,
     ) -> Result<WriteOutcome, AwsError>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     {
-        match result {
-            Ok(_) => Ok(WriteOutcome::Done),
-            Err(e) if is_no_such_entity(&e) => Ok(WriteOutcome::AlreadyGone),
-            Err(e) => Err(self.classify(operation, e)),
+        let attempts = self.opts.max_attempts.max(1);
+        let mut backoff = Backoff::new(self.opts.initial_backoff, Duration::from_secs(20));
+        let mut unanswered = false;
+        let mut attempt = 1;
+        loop {
+            let err = match send().await {
+                Ok(_) => return Ok(WriteOutcome::Done),
+                Err(e) if is_no_such_entity(&e) => {
+                    return Ok(if unanswered {
+                        WriteOutcome::DoneOnRetry
+                    } else {
+                        WriteOutcome::AlreadyGone
+                    });
+                }
+                Err(e) => e,
+            };
+            let lost = matches!(
+                err,
+                SdkError::DispatchFailure(_)
+                    | SdkError::TimeoutError(_)
+                    | SdkError::ResponseError(_)
+            );
+            let transient = matches!(&err, SdkError::ServiceError(s)
+                if s.raw().status().is_server_error()
+                    || s.err().code().is_some_and(error::is_throttling));
+            if attempt >= attempts || !(lost || transient) {
+                return Err(error::classify(operation, attempt, err));
+            }
+            unanswered |= lost;
+            tokio::time::sleep(backoff.next_delay()).await;
+            attempt += 1;
         }
     }
 

@@ -108,7 +108,7 @@ async fn connect_follows_the_environment_and_profiles() {
     set("AWS_ENDPOINT_URL", &dead_endpoint);
     set("AWS_ENDPOINT_URL_IAM", &moto.endpoint());
     let aws = Aws::connect(&options()).await.unwrap();
-    assert!(aws.login_profile_exists("nobody").await.is_ok());
+    assert!(aws.login_profile_created("nobody").await.is_ok());
     let err = aws.identity().await.unwrap_err();
     assert!(matches!(err, AwsError::Network { .. }), "{err:?}");
     assert!(err.to_string().contains("AWS_ENDPOINT_URL"), "{err}");

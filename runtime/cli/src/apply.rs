@@ -1,25 +1,40 @@
 //! `engine apply`: carry out exactly the plan, journaled, with bounded concurrency.
 //!
 //! `check` and `apply` share everything up to the plan; this is the other
-//! executor. Its rules: only enforcing policies act; nothing is sent that is
-//! not first written to the journal; a saved plan is re-checked against the
-//! account and any target that no longer is as planned is skipped, not touched;
-//! the engine's own key and the root account are never touched.
+//! executor. Its rules:
+//!
+//! - only enforcing policies act, and only on remediable findings (never
+//!   exempt users, root, the engine's own credentials or protected keys);
+//! - a saved plan is sealed, fresh and made from the current policies, and
+//!   its actions are re-derived by the host checks before anything runs
+//!   (see [`crate::saved`]);
+//! - just before each write, what may have changed since the report is read
+//!   again and checked ([`engine_core::recheck`]): a key that is gone or not
+//!   the one the report saw, a key or password used since the report (cis-1.3),
+//!   a user re-created or a password set again since: skipped and said why.
+//!   A re-check that cannot be made is a failure, never a skip;
+//! - nothing is sent that is not first written to the journal;
+//! - a deactivation superseded by another policy's delete of the same key
+//!   still runs when that delete fails or is skipped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use chrono::Utc;
 use engine_aws::{Aws, WriteOutcome};
-use engine_core::plan::{Plan, PlannedAction};
-use engine_core::{ActionKind, Mode};
+use engine_core::plan::{Grants, Plan, PlannedAction, Proposal, check_proposals};
+use engine_core::recheck::{self, PasswordNow, Verdict};
+use engine_core::report::ROOT_USER;
+use engine_core::snapshot::{self, AccessKeyMeta, Own};
+use engine_core::{ActionKind, Finding, Mode, PolicySet, Protection, Rule};
 use engine_journal::{Journal, Outcome, RunStatus};
 use serde::Serialize;
 
 use crate::check::{self, Prepared};
 use crate::render::Document;
-use crate::{ApplyArgs, Format, SourceArgs, exit, live};
+use crate::{ApplyArgs, Format, SourceArgs, exit, live, saved};
 
 /// The result of one planned action.
 #[derive(Debug, Clone, Serialize)]
@@ -29,7 +44,7 @@ pub struct ActionResult {
     pub user: String,
     pub credential: engine_core::Credential,
     pub key_id: Option<String>,
-    /// `done`, `already-gone`, `skipped` or `failed`.
+    /// `done`, `done-on-retry`, `already-gone`, `skipped` or `failed`.
     pub outcome: &'static str,
     pub detail: String,
 }
@@ -46,16 +61,23 @@ struct ApplyReport<'a> {
     failed: usize,
 }
 
+/// One write the plan asks for, with the finding it is about.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub action: PlannedAction,
+    pub finding: Finding,
+    /// A deactivation superseded by another policy's delete of the same key:
+    /// the index of that delete. It runs only if the delete did not succeed.
+    pub fallback_for: Option<usize>,
+}
+
 pub async fn run(args: &ApplyArgs) -> u8 {
     let saved = args.target.is_file();
-    let (plan, doc, aws) = if saved {
-        match load_saved(&args.target, args).await {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::ERROR;
-            }
-        }
+    let loaded = if saved {
+        load_saved(&args.target, args).await.map_err(|e| {
+            eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
+            exit::ERROR
+        })
     } else {
         let source = SourceArgs {
             report: None,
@@ -67,16 +89,19 @@ pub async fn run(args: &ApplyArgs) -> u8 {
                 plan,
                 doc,
                 snapshot,
-                ..
             }) => match snapshot.account {
-                Some(account) => (plan, doc, account.aws),
-                None => return exit::ERROR,
+                Some(account) => Ok((plan, doc, account.aws, account.own)),
+                None => Err(exit::ERROR),
             },
-            Err(code) => return code,
+            Err(code) => Err(code),
         }
     };
+    let (plan, doc, aws, own) = match loaded {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
 
-    let mut journal = match Journal::open(&args.account.state.state) {
+    let mut journal = match args.account.state.open_journal() {
         Ok(j) => j,
         Err(e) => {
             eprintln!("error: cannot open the journal, nothing will be done: {e}");
@@ -86,14 +111,16 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     match journal.take_unfinished() {
         Ok(open) => {
             for a in open {
+                // The journal holds what a plan said: names from a report or a plan file.
+                let t = engine_core::text::for_terminal;
                 eprintln!(
                     "warning: run {} journaled {} on {} {} ({}) at {} but recorded no result: the engine stopped mid-apply; the next credential report shows what happened (recorded as unknown)",
                     a.run_id,
-                    a.action,
-                    a.user,
-                    a.credential,
-                    a.key_id.as_deref().unwrap_or("-"),
-                    a.intent_at
+                    t(&a.action),
+                    t(&a.user),
+                    t(&a.credential),
+                    t(a.key_id.as_deref().unwrap_or("-")),
+                    t(&a.intent_at)
                 );
             }
         }
@@ -104,11 +131,12 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     }
 
     let targets = targets(&plan);
+    let planned = targets.iter().filter(|t| t.fallback_for.is_none()).count();
     if args.format == Format::Human {
         let _ = check::print(Format::Human, "apply", &doc, &plan);
     }
     let policy_failed = doc.summary.failed_policies > 0;
-    if targets.is_empty() {
+    if planned == 0 {
         if args.format == Format::Human {
             println!("\nNo changes to apply.");
         } else {
@@ -122,21 +150,20 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         };
     }
     if !args.auto_approve {
-        match confirm(targets.len()) {
+        match confirm(planned) {
             Ok(true) => {}
             Ok(false) => {
                 eprintln!("apply cancelled: nothing was changed");
                 return exit::ERROR;
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
                 return exit::ERROR;
             }
         }
     }
 
-    let source = args.target.display().to_string();
-    let run = match journal.start_run("apply", &source, &doc.findings) {
+    let run = match journal.start_run("apply", &journal_source(&args.target, &doc), &doc.findings) {
         Ok(run) => run,
         Err(e) => {
             eprintln!("error: cannot write the journal, nothing was done: {e}");
@@ -144,69 +171,15 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         }
     };
     let journal = Arc::new(Mutex::new(journal));
-
-    // Decide, before sending anything, which targets are still as planned.
-    let mut results: Vec<Option<ActionResult>> = vec![None; targets.len()];
-    let mut go = Vec::new();
-    let own_key = doc.source.own_key_id.clone();
-    let skips = if saved {
-        recheck(&aws, &targets).await
-    } else {
-        BTreeMap::new()
-    };
-    for (i, a) in targets.iter().enumerate() {
-        let skip = if a.key_id.is_some() && a.key_id == own_key {
-            Some("this is the access key the engine is running with".to_string())
-        } else if a.credential.is_access_key() && a.key_id.is_none() {
-            Some("the plan has no key id for this key".to_string())
-        } else {
-            skips.get(&i).cloned()
-        };
-        match skip {
-            Some(why) => {
-                let recorded = lock(&journal).skipped(run, a, &why);
-                if let Err(e) = recorded {
-                    eprintln!("warning: journal: {e}");
-                }
-                results[i] = Some(result(a, Outcome::Skipped, why));
-            }
-            None => go.push(i),
-        }
-    }
-
-    let sem = Arc::new(tokio::sync::Semaphore::new(usize::from(
-        args.account.concurrency,
-    )));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in go {
-        let a = targets[i].clone();
-        let aws = aws.clone();
-        let journal = journal.clone();
-        let sem = sem.clone();
-        tasks.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            (i, execute(&aws, &journal, run, &a).await)
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((i, r)) => results[i] = Some(r),
-            Err(e) => eprintln!("error: an action task failed: {e}"),
-        }
-    }
-    let results: Vec<ActionResult> = results
-        .into_iter()
-        .zip(&targets)
-        .map(|(r, a)| {
-            r.unwrap_or_else(|| {
-                result(
-                    a,
-                    Outcome::Failed,
-                    "the action's task ended without a result".into(),
-                )
-            })
-        })
-        .collect();
+    let results = execute_all(
+        &aws,
+        &journal,
+        run,
+        &targets,
+        &own,
+        usize::from(args.account.concurrency),
+    )
+    .await;
     let failed = results.iter().filter(|r| r.outcome == "failed").count();
     let status = if failed > 0 || policy_failed {
         RunStatus::Failed
@@ -216,6 +189,7 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     let summary = serde_json::json!({
         "actions": results.len(),
         "failed": failed,
+        "report_generated_at": doc.source.report_generated_at,
         "plan": doc.summary,
     });
     let j = lock(&journal);
@@ -230,27 +204,61 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     }
 }
 
+/// What the journal records as a run's source: the policies or plan file,
+/// and when the report it was made from was generated.
+fn journal_source(target: &Path, doc: &Document) -> String {
+    match doc.source.report_generated_at {
+        Some(at) => format!(
+            "{} (report generated at {})",
+            target.display(),
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => target.display().to_string(),
+    }
+}
+
 fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
     j.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The actions that change the account: enforcing policies that did not
-/// fail, mutating kinds, not superseded by a delete of the same key.
-pub fn targets(plan: &Plan) -> Vec<PlannedAction> {
+/// The writes of a plan: enforcing policies that did not fail, mutating
+/// kinds, remediable findings. A deactivation of a key another policy deletes
+/// is kept as that delete's fallback.
+pub fn targets(plan: &Plan) -> Vec<Target> {
     let superseded: BTreeSet<(usize, usize)> = plan.superseded().into_iter().collect();
     let mut out = Vec::new();
+    let mut fallbacks = Vec::new();
     for (pi, p) in plan.policies.iter().enumerate() {
         if p.mode != Mode::Enforce || p.failure.is_some() {
             continue;
         }
         for (ai, a) in p.actions.iter().enumerate() {
-            // The host checks already refused these; a hand-edited plan file
-            // must not bring them back.
-            let remediable = p.findings.get(a.finding).is_some_and(|f| f.remediable());
-            if a.action.mutates() && remediable && !superseded.contains(&(pi, ai)) {
-                out.push(a.clone());
+            // The host checks already refused these; make sure nothing brings them back.
+            let Some(f) = p.findings.get(a.finding).filter(|f| f.remediable()) else {
+                continue;
+            };
+            if !a.action.mutates() {
+                continue;
+            }
+            let target = Target {
+                action: a.clone(),
+                finding: f.clone(),
+                fallback_for: None,
+            };
+            if superseded.contains(&(pi, ai)) {
+                fallbacks.push(target);
+            } else {
+                out.push(target);
             }
         }
+    }
+    for mut t in fallbacks {
+        t.fallback_for = out.iter().position(|d| {
+            d.action.action == ActionKind::DeleteAccessKey
+                && d.action.user == t.action.user
+                && d.action.credential == t.action.credential
+        });
+        out.push(t);
     }
     out
 }
@@ -267,8 +275,147 @@ fn result(a: &PlannedAction, outcome: Outcome, detail: String) -> ActionResult {
     }
 }
 
-/// Journal the intent, send, journal the result.
-async fn execute(aws: &Aws, journal: &Mutex<Journal>, run: i64, a: &PlannedAction) -> ActionResult {
+/// Whether an outcome means the credential is gone or changed as planned.
+fn succeeded(outcome: &str) -> bool {
+    matches!(outcome, "done" | "done-on-retry" | "already-gone")
+}
+
+/// Run every target: first the planned writes, then the fallbacks whose
+/// delete did not succeed. A fallback whose delete succeeded is not reported.
+async fn execute_all(
+    aws: &Aws,
+    journal: &Arc<Mutex<Journal>>,
+    run: i64,
+    targets: &[Target],
+    own: &Own,
+    concurrency: usize,
+) -> Vec<ActionResult> {
+    let mut results: Vec<Option<ActionResult>> = vec![None; targets.len()];
+    let first: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].fallback_for.is_none())
+        .collect();
+    execute_batch(
+        aws,
+        journal,
+        run,
+        targets,
+        &first,
+        own,
+        concurrency,
+        &mut results,
+    )
+    .await;
+    let second: Vec<usize> = (0..targets.len())
+        .filter(|&i| {
+            targets[i]
+                .fallback_for
+                .is_some_and(|d| !results[d].as_ref().is_some_and(|r| succeeded(r.outcome)))
+        })
+        .collect();
+    for &i in &second {
+        tracing::info!(
+            user = %targets[i].action.user,
+            key = ?targets[i].action.key_id,
+            "the delete that superseded this deactivation did not succeed: deactivating instead"
+        );
+    }
+    execute_batch(
+        aws,
+        journal,
+        run,
+        targets,
+        &second,
+        own,
+        concurrency,
+        &mut results,
+    )
+    .await;
+    results
+        .into_iter()
+        .zip(targets)
+        .filter_map(|(r, t)| match r {
+            Some(r) => Some(r),
+            None if t.fallback_for.is_some() => None,
+            None => Some(result(
+                &t.action,
+                Outcome::Failed,
+                "the action's task ended without a result".into(),
+            )),
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute_batch(
+    aws: &Aws,
+    journal: &Arc<Mutex<Journal>>,
+    run: i64,
+    targets: &[Target],
+    which: &[usize],
+    own: &Own,
+    concurrency: usize,
+    results: &mut [Option<ActionResult>],
+) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for &i in which {
+        let t = targets[i].clone();
+        let aws = aws.clone();
+        let journal = journal.clone();
+        let sem = sem.clone();
+        let own = own.clone();
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (i, execute(&aws, &journal, run, &t, &own).await)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, r)) => results[i] = Some(r),
+            Err(e) => eprintln!("error: an action task failed: {e}"),
+        }
+    }
+}
+
+/// Re-check, journal the intent, send, journal the result.
+async fn execute(
+    aws: &Aws,
+    journal: &Mutex<Journal>,
+    run: i64,
+    t: &Target,
+    own: &Own,
+) -> ActionResult {
+    let a = &t.action;
+    let verdict = if a.key_id.is_some() && a.key_id == own.key_id {
+        Ok(Verdict::Skip(
+            "this is the access key the engine is running with".into(),
+        ))
+    } else {
+        guard(aws, t).await
+    };
+    match verdict {
+        Ok(Verdict::Go) => {}
+        Ok(Verdict::Skip(why)) => {
+            tracing::info!(user = %a.user, action = %a.action, key = ?a.key_id, outcome = "skipped", "{why}");
+            if let Err(e) = lock(journal).skipped(run, a, &why) {
+                eprintln!("warning: journal: {e}");
+            }
+            return result(a, Outcome::Skipped, why);
+        }
+        Err(e) => {
+            let detail = format!("not sent: cannot re-check it against the account: {e}");
+            tracing::error!(user = %a.user, action = %a.action, key = ?a.key_id, outcome = "failed", "{detail}");
+            let recorded = {
+                let j = lock(journal);
+                j.intent(run, a)
+                    .and_then(|id| j.result(id, Outcome::Failed, &detail))
+            };
+            if let Err(e) = recorded {
+                eprintln!("warning: journal: {e}");
+            }
+            return result(a, Outcome::Failed, detail);
+        }
+    }
     let id = match lock(journal).intent(run, a) {
         Ok(id) => id,
         Err(e) => {
@@ -291,6 +438,10 @@ async fn execute(aws: &Aws, journal: &Mutex<Journal>, run: i64, a: &PlannedActio
     };
     let (outcome, detail) = match sent {
         Ok(WriteOutcome::Done) => (Outcome::Done, String::new()),
+        Ok(WriteOutcome::DoneOnRetry) => (
+            Outcome::DoneOnRetry,
+            "an attempt went unanswered and its retry found it gone (NoSuchEntity): done by that attempt".to_string(),
+        ),
         Ok(WriteOutcome::AlreadyGone) => (
             Outcome::AlreadyGone,
             "NoSuchEntity: already gone".to_string(),
@@ -304,88 +455,204 @@ async fn execute(aws: &Aws, journal: &Mutex<Journal>, run: i64, a: &PlannedActio
     result(a, outcome, detail)
 }
 
-/// Load a saved plan and check it belongs to the account we are connected to.
-async fn load_saved(path: &Path, args: &ApplyArgs) -> Result<(Plan, Document, Aws), String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read plan {}: {e}", path.display()))?;
-    let doc: Document = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "{} is not a plan saved by `engine check --out`: {e}",
-            path.display()
-        )
-    })?;
-    let plan = doc.to_plan().map_err(|e| {
-        format!(
-            "plan {} is inconsistent, nothing will be done: {e}",
-            path.display()
-        )
-    })?;
+/// Read again what may have changed since the report, and decide.
+async fn guard(aws: &Aws, t: &Target) -> Result<Verdict, String> {
+    let (a, f) = (&t.action, &t.finding);
+    let now = Utc::now();
+    if a.credential.is_access_key() {
+        let Some(key_id) = a.key_id.as_deref() else {
+            return Ok(Verdict::Skip("the plan has no key id for this key".into()));
+        };
+        let listed = aws
+            .list_access_keys(&a.user)
+            .await
+            .map_err(|e| e.to_string())?;
+        let listed = listed
+            .into_iter()
+            .find(|k| k.id == key_id)
+            .map(|k| AccessKeyMeta {
+                id: k.id,
+                active: k.active,
+                created: k.create_date,
+            });
+        let last_used = if f.rule == Rule::Cis13 && listed.is_some() {
+            match aws
+                .access_key_last_used(key_id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(used) => Some(used),
+                None => {
+                    return Ok(Verdict::Skip(format!(
+                        "key {key_id} no longer exists (deleted since the plan)"
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        Ok(recheck::access_key(
+            a.action,
+            f,
+            listed.as_ref(),
+            last_used,
+            now,
+        ))
+    } else {
+        let user = aws.get_user(&a.user).await.map_err(|e| e.to_string())?;
+        let profile_created = match user {
+            Some(_) => aws
+                .login_profile_created(&a.user)
+                .await
+                .map_err(|e| e.to_string())?,
+            None => None,
+        };
+        let seen = PasswordNow {
+            user_created: user.as_ref().map(|u| u.created),
+            last_used: user.as_ref().and_then(|u| u.password_last_used),
+            profile_created,
+        };
+        Ok(recheck::password(f, &seen, now))
+    }
+}
+
+/// Load a saved plan: sealed by this state directory, fresh, not a what-if,
+/// made from the current policies, for the account we are connected to. Its
+/// actions are then re-derived against the current policies and identity.
+async fn load_saved(path: &Path, args: &ApplyArgs) -> Result<(Plan, Document, Aws, Own), String> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read plan {shown}: {e}"))?;
+    let doc: Document = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{shown} is not a plan saved by `engine check --out`: {e}"))?;
+    let refuse = |why: String| format!("plan {shown} refused, nothing will be done: {why}");
+    saved::verify(&doc, &args.account.state.state).map_err(refuse)?;
     let Some(account) = doc.source.account.clone() else {
-        return Err(format!(
-            "plan {} was made from a credential report file, not an account: it has no key ids and cannot be applied",
-            path.display()
+        return Err(refuse(
+            "it was made from a credential report file, not an account: it has no key ids and cannot be applied".into(),
         ));
     };
+    if doc.source.what_if {
+        return Err(refuse(
+            "it was made with --now, a what-if that is never applied".into(),
+        ));
+    }
+    let age = Utc::now().signed_duration_since(doc.now);
+    let max_age = chrono::TimeDelta::from_std(args.plan_max_age).unwrap_or(chrono::TimeDelta::MAX);
+    if age > max_age || age < -live::MAX_CLOCK_SKEW {
+        return Err(refuse(format!(
+            "it was made at {}, more than --plan-max-age {} ago (or in the future); run `engine check --out` again",
+            doc.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(args.plan_max_age)
+        )));
+    }
+    let dir = doc
+        .source
+        .policy_dir
+        .clone()
+        .ok_or_else(|| refuse("it does not say which policies it was made from".into()))?;
+    let set = engine_core::policy::load_dir(Path::new(&dir)).map_err(|errors| {
+        check::print_policy_errors(&errors);
+        refuse(format!(
+            "the policies it was made from ({dir}) no longer load"
+        ))
+    })?;
+    if doc.source.policy_digest.as_deref() != Some(saved::policy_digest(&set).as_str()) {
+        return Err(refuse(format!(
+            "the policies or plugins in {dir} (or the engine) changed since it was made; run `engine check --out` again"
+        )));
+    }
+    let plan = doc
+        .to_plan()
+        .map_err(|e| refuse(format!("it is inconsistent: {e}")))?;
     let aws = live::connect(&args.account).await?;
     let identity = aws
         .identity()
         .await
         .map_err(|e| format!("cannot tell who the engine runs as (GetCallerIdentity): {e}"))?;
     if identity.account != account {
-        return Err(format!(
-            "plan {} is for account {account}, but the credentials in use are for account {}; nothing will be done",
-            path.display(),
+        return Err(refuse(format!(
+            "it is for account {account}, but the credentials in use are for account {}",
             identity.account
-        ));
+        )));
     }
-    let mut doc = doc;
-    doc.source.own_key_id = Some(identity.access_key_id.clone()).filter(|k| !k.is_empty());
-    doc.source.identity = Some(identity.arn);
-    Ok((plan, doc, aws))
+    let own = live::own_credentials(&identity);
+    let plan = rederive(plan, &set, &own).map_err(refuse)?;
+    let mut source = doc.source.clone();
+    source.own_key_id = own.key_id.clone();
+    source.identity = Some(identity.arn);
+    let doc = Document::new(&plan, source);
+    Ok((plan, doc, aws, own))
 }
 
-/// Re-check a saved plan's targets against the account: index -> why it is skipped.
-async fn recheck(aws: &Aws, targets: &[PlannedAction]) -> BTreeMap<usize, String> {
-    let mut skips = BTreeMap::new();
-    // user -> key id -> active
-    let mut keys: BTreeMap<&str, Result<BTreeMap<String, bool>, String>> = BTreeMap::new();
-    for a in targets.iter().filter(|a| a.credential.is_access_key()) {
-        if !keys.contains_key(a.user.as_str()) {
-            let listed = aws
-                .list_access_keys(&a.user)
-                .await
-                .map(|ks| ks.into_iter().map(|k| (k.id, k.active)).collect())
-                .map_err(|e| e.to_string());
-            keys.insert(&a.user, listed);
+/// Re-derive a saved plan's actions from its findings and the plugins'
+/// proposals, as if the plan were made now: exemptions, root, the engine's
+/// own credentials, protected keys, grants, kinds and blast radius all come
+/// from the current policies and identity, not from the file. An action acts
+/// on the finding it names, so it cannot name anything else.
+pub fn rederive(plan: Plan, set: &PolicySet, own: &Own) -> Result<Plan, String> {
+    let mut out = Vec::with_capacity(plan.policies.len());
+    for mut pp in plan.policies {
+        let policy = set
+            .policies
+            .iter()
+            .find(|p| p.name == pp.policy)
+            .ok_or_else(|| format!("policy {:?} is not in the policies any more", pp.policy))?;
+        if policy.rule != pp.rule {
+            return Err(format!("policy {:?} has another rule now", pp.policy));
         }
-    }
-    for (i, a) in targets.iter().enumerate() {
-        let skip = if a.credential.is_access_key() {
-            match (keys.get(a.user.as_str()), &a.key_id) {
-                (Some(Ok(ids)), Some(k)) => match ids.get(k) {
-                    None => Some(format!(
-                        "key {k} no longer exists (deleted or rotated since the plan)"
-                    )),
-                    Some(false) if a.action == ActionKind::DeactivateAccessKey => {
-                        Some(format!("key {k} is already inactive"))
-                    }
-                    Some(_) => None,
-                },
-                (Some(Err(e)), _) => Some(format!("cannot re-check the user's keys: {e}")),
-                _ => Some("the plan has no key id for this key".to_string()),
-            }
-        } else {
-            match aws.login_profile_exists(&a.user).await {
-                Ok(true) => None,
-                Ok(false) => Some("the user has no console password any more".to_string()),
-                Err(e) => Some(format!("cannot re-check the console password: {e}")),
-            }
+        pp.mode = policy.mode;
+        pp.plugin = policy.action.clone();
+        for f in &mut pp.findings {
+            let root = &*f.user == ROOT_USER;
+            f.exempt = !root && policy.is_exempt(&f.user);
+            f.protected = root.then_some(Protection::Root);
+        }
+        snapshot::protect(&mut pp.findings, own, &policy.protect_access_keys);
+        if pp.failure.is_some() {
+            pp.actions.clear();
+            pp.refused.clear();
+            out.push(pp);
+            continue;
+        }
+        let proposals: Vec<Proposal> = pp
+            .actions
+            .iter()
+            .map(|a| Proposal {
+                finding: u32::try_from(a.finding).unwrap_or(u32::MAX),
+                kind: a.action,
+                reason: a.reason.clone(),
+            })
+            .collect();
+        let allow = set
+            .plugin(&policy.action)
+            .map(|p| p.allow.as_slice())
+            .unwrap_or_default();
+        let grants = Grants {
+            policy: &policy.name,
+            plugin: &policy.action,
+            allow,
+            max_actions: policy.max_actions_per_run,
+            require_key_id: true,
         };
-        if let Some(why) = skip {
-            skips.insert(i, why);
+        match check_proposals(&grants, &pp.findings, &proposals) {
+            // What the plan refused stays refused; what it accepted can
+            // only lose actions here, never gain any.
+            Ok((actions, refused)) => {
+                pp.actions = actions;
+                pp.refused.extend(refused);
+            }
+            Err(failure) => {
+                pp.actions.clear();
+                pp.refused.clear();
+                pp.failure = Some(failure);
+            }
         }
+        out.push(pp);
     }
-    skips
+    Ok(Plan {
+        now: plan.now,
+        policies: out,
+    })
 }
 
 fn confirm(n: usize) -> Result<bool, String> {
@@ -443,13 +710,14 @@ fn print_report(
     };
     let mut out = std::io::stdout().lock();
     if format == Format::Json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        return writeln!(out);
+        return crate::render::write_json(&mut out, &report);
     }
     writeln!(out)?;
+    // User names and key ids come from the plan, details from AWS errors.
+    let t = engine_core::text::for_terminal;
     let wu = results
         .iter()
-        .map(|r| r.user.chars().count())
+        .map(|r| t(&r.user).chars().count())
         .max()
         .unwrap_or(0);
     for r in results {
@@ -458,14 +726,14 @@ fn print_report(
             "  {:12}  {:21}  {:wu$}  {:12}  {:20}  {}{}",
             r.outcome,
             r.action.as_str(),
-            r.user,
+            t(&r.user),
             r.credential.as_str(),
-            r.key_id.as_deref().unwrap_or("-"),
-            r.policy,
+            t(r.key_id.as_deref().unwrap_or("-")),
+            t(&r.policy),
             if r.detail.is_empty() {
                 String::new()
             } else {
-                format!(": {}", r.detail)
+                format!(": {}", t(&r.detail))
             }
         )?;
     }
@@ -476,7 +744,7 @@ fn print_report(
         report.already_gone,
         report.skipped,
         report.failed,
-        report.journal,
+        t(&report.journal),
         run.map(|r| format!(" (run {r})")).unwrap_or_default()
     )
 }

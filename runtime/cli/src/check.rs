@@ -9,7 +9,7 @@ use engine_core::policy::{self, PolicyErrors};
 
 use crate::live::{self, Snapshot};
 use crate::render::{self, Document, Source};
-use crate::{CheckArgs, Format, SourceArgs, exit, pipeline, plugins};
+use crate::{CheckArgs, Format, SourceArgs, exit, pipeline, plugins, saved};
 
 /// Policies, snapshot and plan: everything `check` and `apply` share.
 pub struct Prepared {
@@ -30,7 +30,7 @@ pub async fn prepare(dir: &Path, args: &SourceArgs, dry_run: bool) -> Result<Pre
     };
     let now = args.now.unwrap_or_else(chrono::Utc::now);
     let mut snapshot = live::snapshot(&set, args, now).await.map_err(|e| {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
         exit::ERROR
     })?;
     tracing::info!(
@@ -40,7 +40,7 @@ pub async fn prepare(dir: &Path, args: &SourceArgs, dry_run: bool) -> Result<Pre
         "evaluated"
     );
     let decider = plugins::WasmDecider::new(&set, now, dry_run).map_err(|e| {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
         exit::ERROR
     })?;
     let live = snapshot.account.is_some();
@@ -56,6 +56,16 @@ pub async fn prepare(dir: &Path, args: &SourceArgs, dry_run: bool) -> Result<Pre
             account: Some(a.identity.account.clone()),
             identity: Some(a.identity.arn.clone()),
             own_key_id: Some(a.identity.access_key_id.clone()).filter(|k| !k.is_empty()),
+            report_generated_at: snapshot.generated_at,
+            what_if: args.now.is_some(),
+            // Only a plan of a live account can be applied: say what it was made from.
+            policy_dir: Some(
+                std::path::absolute(dir)
+                    .unwrap_or_else(|_| dir.to_path_buf())
+                    .display()
+                    .to_string(),
+            ),
+            policy_digest: Some(saved::policy_digest(&set)),
         },
     };
     let doc = Document::new(&plan, source);
@@ -76,11 +86,18 @@ pub async fn run(args: &CheckArgs) -> u8 {
         tracing::info!(api_calls = account.api_calls, "live check done");
         journal_check(args, &prepared);
     }
-    if let Some(out) = &args.out
-        && let Err(e) = save_plan(out, doc)
-    {
-        eprintln!("error: cannot save the plan to {}: {e}", out.display());
-        return exit::ERROR;
+    if let Some(out) = &args.out {
+        if doc.source.what_if {
+            eprintln!(
+                "error: not saving {}: --now against a live account is a what-if, and its plan cannot be applied; drop --now to save a plan",
+                out.display()
+            );
+            return exit::ERROR;
+        }
+        if let Err(e) = saved::save(out, doc, &args.source.account.state.state) {
+            eprintln!("error: cannot save the plan to {}: {e}", out.display());
+            return exit::ERROR;
+        }
     }
     if let Err(e) = print(args.format, "check", doc, &prepared.plan) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -93,7 +110,7 @@ pub async fn run(args: &CheckArgs) -> u8 {
 
 /// A live check is a run too: journal it with its findings.
 fn journal_check(args: &CheckArgs, prepared: &Prepared) {
-    let result = engine_journal::Journal::open(&args.source.account.state.state).and_then(|mut j| {
+    let result = args.source.account.state.open_journal().and_then(|mut j| {
         for a in j.take_unfinished()? {
             tracing::warn!(
                 "run {} journaled {} on {} {} ({}) but recorded no result: the engine stopped mid-apply; check the account (recorded as unknown)",
@@ -117,22 +134,13 @@ pub fn print(format: Format, command: &str, doc: &Document, plan: &Plan) -> std:
     match format {
         Format::Json => {
             let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, doc)?;
-            writeln!(out)
+            render::write_json(&mut out, doc)
         }
         Format::Human => {
             let mut out = anstream::stdout().lock();
             render::human(&mut out, command, doc, plan)
         }
     }
-}
-
-/// Write the plan atomically: a crash never leaves half a plan behind.
-fn save_plan(path: &Path, doc: &Document) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(doc)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// 1 if any policy failed, else 2 if there are findings, else 0.

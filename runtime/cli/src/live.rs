@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use chrono::{DateTime, Utc};
 use engine_aws::{Aws, AwsOptions, Identity, ReportProgress};
 use engine_core::report::CredentialReport;
-use engine_core::snapshot::{self, AccessKeyMeta};
+use engine_core::snapshot::{self, AccessKeyMeta, Own};
 use engine_core::{Finding, PolicySet};
 
 use crate::pipeline;
@@ -22,11 +22,15 @@ pub struct Snapshot {
     pub account: Option<Account>,
     /// Where the report came from, for people.
     pub source: String,
+    /// When AWS generated the report (live account only).
+    pub generated_at: Option<DateTime<Utc>>,
 }
 
 pub struct Account {
     pub aws: Aws,
     pub identity: Identity,
+    /// The engine's own credentials, never acted on.
+    pub own: Own,
     /// IAM/STS operations made for this snapshot.
     pub api_calls: u32,
 }
@@ -36,6 +40,7 @@ pub fn aws_options(args: &AccountArgs) -> AwsOptions {
         profile: args.profile.clone(),
         region: args.region.clone(),
         report_max_age: args.report_max_age,
+        max_attempts: args.max_attempts,
         ..AwsOptions::default()
     }
 }
@@ -61,6 +66,7 @@ pub async fn snapshot(
             evaluated,
             account: None,
             source: path.display().to_string(),
+            generated_at: None,
         });
     }
     let aws = connect(&args.account).await?;
@@ -84,6 +90,7 @@ async fn live(
         .await
         .map_err(|e| format!("cannot tell who the engine runs as (GetCallerIdentity): {e}"))?;
     tracing::info!(account = %identity.account, arn = %identity.arn, key = %identity.access_key_id, "connected");
+    let own = own_credentials(&identity);
     let tty = std::io::stderr().is_terminal();
     let progress = move |p: ReportProgress| {
         let line = match p {
@@ -109,6 +116,7 @@ async fn live(
         eprint!("\r\x1b[2K");
     }
     let fetched = fetched.map_err(|e| format!("cannot get the credential report: {e}"))?;
+    check_clock(fetched.generated_at, Utc::now())?;
     tracing::info!(
         generated_at = %fetched.generated_at,
         reused = fetched.reused,
@@ -128,11 +136,9 @@ async fn live(
     let api_calls = 1 + fetched.api_calls + users.len() as u32;
     let keys = list_keys(&aws, users, concurrency).await?;
     let mut warnings = std::collections::BTreeSet::new();
-    for (_, findings) in &mut evaluated {
+    for (i, findings) in &mut evaluated {
         warnings.extend(snapshot::resolve_key_ids(findings, &report, &keys));
-        if !identity.access_key_id.is_empty() {
-            snapshot::protect_own_key(findings, &identity.access_key_id);
-        }
+        snapshot::protect(findings, &own, &set.policies[*i].protect_access_keys);
     }
     for w in warnings {
         tracing::warn!("{w}");
@@ -141,12 +147,47 @@ async fn live(
         report,
         evaluated,
         source: format!("account {}", identity.account),
+        generated_at: Some(fetched.generated_at),
         account: Some(Account {
             aws,
             identity,
+            own,
             api_calls,
         }),
     })
+}
+
+/// How far in the future of the local clock a credential report may be
+/// stamped before the clock (or the report) is not trusted.
+pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Refuse a report generated in the future of the local clock: every age
+/// the rules compute would be wrong by as much.
+pub fn check_clock(generated_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String> {
+    if generated_at - now > MAX_CLOCK_SKEW {
+        return Err(format!(
+            "the credential report was generated at {}, {} ahead of this machine's clock ({}); nothing evaluated: fix the clock (NTP) and run again",
+            generated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(std::time::Duration::from_secs(
+                (generated_at - now).num_seconds().unsigned_abs()
+            )),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ));
+    }
+    Ok(())
+}
+
+/// The engine's own credentials; under an assumed role the source user is
+/// unknown, and the operator is told how to protect it.
+pub fn own_credentials(identity: &Identity) -> Own {
+    let own = Own::from_arn(&identity.arn, &identity.access_key_id);
+    if own.user.is_none() {
+        eprintln!(
+            "note: running as {}, not as an IAM user: the engine protects the key it runs with, but cannot tell which user's keys the role is assumed from; list them in the policies' protect_access_keys (or exempt_users)",
+            engine_core::text::for_terminal(&identity.arn)
+        );
+    }
+    own
 }
 
 /// One `ListAccessKeys` per user, at most `concurrency` at a time.

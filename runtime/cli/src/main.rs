@@ -11,6 +11,7 @@ mod live;
 mod pipeline;
 mod plugins;
 mod render;
+mod saved;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,11 @@ pub struct AccountArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
 
+    /// Attempts per AWS call, the first included: throttling, 5xx and network
+    /// errors are retried with exponential backoff from 1s.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub max_attempts: u32,
+
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -100,6 +106,22 @@ pub struct StateArgs {
         hide_env_values = true
     )]
     pub state: PathBuf,
+
+    /// How long the journal keeps finished runs (e.g. 90d, 26w; 0 or off: forever).
+    ///
+    /// Runs that finished longer ago are deleted with their findings and
+    /// actions when `check` or `apply` opens the journal, or by `engine
+    /// history --prune`. A run still running, or with an action that has no
+    /// recorded result, is never deleted.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "90d",
+        env = "ENGINE_JOURNAL_RETENTION",
+        hide_env_values = true,
+        value_parser = history::parse_retention
+    )]
+    pub journal_retention: std::time::Duration,
 }
 
 /// Where the credentials come from: the account, or a report file.
@@ -146,6 +168,10 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub auto_approve: bool,
 
+    /// Refuse a saved plan older than this: the account has moved on since.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub plan_max_age: std::time::Duration,
+
     /// Output format of the results.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -163,6 +189,19 @@ pub struct HistoryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// Instead of listing runs, delete those older than --journal-retention
+    /// and print what was removed.
+    ///
+    /// Removes runs that finished before the cutoff, with their findings and
+    /// actions; never a run still running or with an action that has no
+    /// recorded result.
+    #[arg(long)]
+    pub prune: bool,
+
+    /// With --prune: compute the cutoff as of this instant (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_now, requires = "prune")]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -187,11 +226,15 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours on stderr as on stdout (anstream): NO_COLOR, CLICOLOR(_FORCE), a terminal.
+    let ansi = anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never;
     tracing_subscriber::fmt()
+        // Log lines carry plugin output and user names: escape every field value.
+        .fmt_fields(render::LogFields)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .init();
 }
 

@@ -1,11 +1,20 @@
 //! Rendering a plan: a `terraform plan`-like text for people, one JSON
 //! document for machines. Both come from the same [`Document`].
+//!
+//! Nothing in a plan is the engine's own text: user names, ARNs and key ids
+//! come from the credential report, reasons and errors from plugins, names
+//! from the policy files, and a saved plan is a file anyone could have edited.
+//! Every such string crosses [`for_terminal`] before it is written for
+//! people, and [`LogFields`] does the same for every field of a log line.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::io::Write;
 
 use anstyle::{AnsiColor, Style};
 use chrono::{DateTime, Utc};
 use engine_core::plan::{FailureKind, Plan, PlannedAction, PolicyPlan, Refusal, Summary};
+use engine_core::text::{for_terminal, is_unsafe};
 use engine_core::{ActionKind, Finding, Mode, PolicyFailure, Protection, Rule};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +35,10 @@ pub struct Document {
     pub refused: Vec<RefusalEntry>,
     pub errors: Vec<ErrorEntry>,
     pub summary: Summary,
+    /// HMAC-SHA256 of the saved plan under the state directory's key: `apply
+    /// PLAN` refuses an edited or foreign plan. Only in files saved with `--out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -38,6 +51,19 @@ pub struct Source {
     pub identity: Option<String>,
     /// The access key id the engine ran with, when known (never acted on).
     pub own_key_id: Option<String>,
+    /// When AWS generated the credential report (live account).
+    #[serde(default)]
+    pub report_generated_at: Option<DateTime<Utc>>,
+    /// The policy directory the plan was made from (absolute).
+    #[serde(default)]
+    pub policy_dir: Option<String>,
+    /// sha256 over the engine version, the policy files and the plugins they
+    /// use: `apply PLAN` refuses a plan whose policies or plugins changed.
+    #[serde(default)]
+    pub policy_digest: Option<String>,
+    /// `--now` was given against a live account: a what-if, never saved or applied.
+    #[serde(default)]
+    pub what_if: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +161,7 @@ impl Document {
             refused,
             errors,
             summary: plan.summary(),
+            mac: None,
         }
     }
 
@@ -226,7 +253,18 @@ fn verdict(
     match f.protected {
         Some(Protection::Root) => return ('!', YELLOW, "never remediated: root account".into()),
         Some(Protection::OwnKey) => {
-            return ('!', YELLOW, "never remediated: the engine's own key".into());
+            return (
+                '!',
+                YELLOW,
+                "never remediated: the engine's own credentials".into(),
+            );
+        }
+        Some(Protection::Declared) => {
+            return (
+                '!',
+                YELLOW,
+                "never remediated: listed in protect_access_keys".into(),
+            );
         }
         None => {}
     }
@@ -290,8 +328,8 @@ pub fn human(
 ) -> std::io::Result<()> {
     let s = &doc.summary;
     let from = match (&doc.source.report, &doc.source.account) {
-        (Some(r), _) => format!("credential report {r}"),
-        (None, Some(a)) => format!("account {a}"),
+        (Some(r), _) => format!("credential report {}", for_terminal(r)),
+        (None, Some(a)) => format!("account {}", for_terminal(a)),
         (None, None) => "credential report".to_string(),
     };
     writeln!(
@@ -301,14 +339,34 @@ pub fn human(
         plural(s.policies, "policy", "policies"),
         doc.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     )?;
+    if let Some(at) = doc.source.report_generated_at {
+        let age = doc.now.signed_duration_since(at);
+        writeln!(
+            out,
+            "credential report generated at {} ({} before evaluation)",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(std::time::Duration::from_secs(
+                age.num_seconds().max(0).unsigned_abs()
+            ))
+        )?;
+    }
+    if doc.source.what_if {
+        writeln!(
+            out,
+            "what-if: evaluated at --now instead of the current time; this plan cannot be saved or applied"
+        )?;
+    }
     if let Some(k) = &doc.source.own_key_id {
         writeln!(
             out,
-            "running as {} with access key {k} (never acted on)",
-            doc.source
-                .identity
-                .as_deref()
-                .unwrap_or("an unknown identity")
+            "running as {} with access key {} (never acted on)",
+            for_terminal(
+                doc.source
+                    .identity
+                    .as_deref()
+                    .unwrap_or("an unknown identity")
+            ),
+            for_terminal(k)
         )?;
     }
     let superseded = plan.superseded();
@@ -318,24 +376,33 @@ pub fn human(
             Rule::Cis13 => "max_unused_days",
             Rule::Cis14 => "max_key_age_days",
         };
-        let mut head = format!("policy {:?} ({}", p.policy, p.rule);
+        let mut head = format!("policy {} ({}", quoted(&p.policy), p.rule);
         if let Some(f) = p.findings.first() {
             head.push_str(&format!(", {threshold} = {}", f.threshold_days));
         }
-        head.push_str(&format!(", {}, plugin {})", p.mode.as_str(), p.plugin));
+        head.push_str(&format!(
+            ", {}, plugin {})",
+            p.mode.as_str(),
+            for_terminal(&p.plugin)
+        ));
         writeln!(out, "{}", paint(BOLD, &head))?;
         if let Some(fail) = &p.failure {
-            writeln!(out, "  {} {fail}", paint(RED, "error:"))?;
+            writeln!(
+                out,
+                "  {} {}",
+                paint(RED, "error:"),
+                for_terminal(&fail.to_string())
+            )?;
         }
         if p.findings.is_empty() {
             writeln!(out, "  {}", paint(GREEN, "no findings"))?;
             continue;
         }
         let cred = |f: &Finding| match &f.key_id {
-            Some(k) => format!("{} {k}", f.credential),
+            Some(k) => format!("{} {}", f.credential, for_terminal(k)),
             None => f.credential.to_string(),
         };
-        let rows: Vec<(char, Style, String, &Finding)> = p
+        let rows: Vec<Row> = p
             .findings
             .iter()
             .enumerate()
@@ -347,27 +414,32 @@ pub fn human(
                     .filter(|ai| superseded.contains(&(pi, *ai)))
                     .and_then(|_| deleting_policy(plan, f));
                 let (sym, style, what) = verdict(p, i, f, by);
-                (sym, style, what, f)
+                // The verdict quotes refusal messages, plugin reasons and policy names.
+                Row {
+                    sym,
+                    style,
+                    what: for_terminal(&what).into_owned(),
+                    user: for_terminal(&f.user),
+                    cred: cred(f),
+                    reason: for_terminal(&f.reason),
+                }
             })
             .collect();
-        let wu = rows
-            .iter()
-            .map(|r| r.3.user.chars().count())
-            .max()
-            .unwrap_or(0);
-        let wc = rows.iter().map(|r| cred(r.3).len()).max().unwrap_or(0);
-        let ww = rows.iter().map(|r| r.2.chars().count()).max().unwrap_or(0);
-        for (sym, style, what, f) in &rows {
-            let pad = ww.saturating_sub(what.chars().count());
+        let wu = rows.iter().map(|r| r.user.chars().count()).max();
+        let wc = rows.iter().map(|r| r.cred.chars().count()).max();
+        let ww = rows.iter().map(|r| r.what.chars().count()).max();
+        let (wu, wc, ww) = (wu.unwrap_or(0), wc.unwrap_or(0), ww.unwrap_or(0));
+        for r in &rows {
+            let pad = ww.saturating_sub(r.what.chars().count());
             writeln!(
                 out,
                 "  {} {:wu$}  {:wc$}  {}{:pad$}  {}",
-                paint(*style, &sym.to_string()),
-                f.user,
-                cred(f),
-                paint(*style, what),
+                paint(r.style, &r.sym.to_string()),
+                r.user,
+                r.cred,
+                paint(r.style, &r.what),
                 "",
-                paint(DIM, &f.reason),
+                paint(DIM, &r.reason),
             )?;
         }
     }
@@ -407,6 +479,19 @@ pub fn human(
     Ok(())
 }
 
+/// One line of the plan, every part of it printable.
+struct Row<'a> {
+    sym: char,
+    style: Style,
+    /// What the host will do; quotes refusal messages, plugin reasons and policy names.
+    what: String,
+    user: Cow<'a, str>,
+    /// The credential and its key id.
+    cred: String,
+    /// The finding's reason.
+    reason: Cow<'a, str>,
+}
+
 /// The enforcing policy that deletes the key of `f`, if any.
 fn deleting_policy<'p>(plan: &'p Plan, f: &Finding) -> Option<&'p str> {
     plan.policies
@@ -424,4 +509,228 @@ fn deleting_policy<'p>(plan: &'p Plan, f: &Finding) -> Option<&'p str> {
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `s` in double quotes as `{:?}` writes it, and safe for a terminal.
+fn quoted(s: &str) -> String {
+    for_terminal(&format!("{s:?}")).into_owned()
+}
+
+/// A JSON document from serde_json, safe to print on a terminal.
+///
+/// serde_json escapes what JSON requires (`"`, `\\` and U+0000..=U+001F, so ESC
+/// and CR come out as `\u001b` and `\r`) but writes DEL, the C1 controls (one
+/// of them, U+009B, is a CSI to many terminals) and bidi controls as they are.
+/// Outside its strings a document has no character beyond ASCII, so writing
+/// each of those as a `\uXXXX` escape (all are in the BMP) anywhere in the
+/// document yields the same JSON value.
+pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
+    // serde_json already escaped every C0 control inside strings: any left is layout.
+    let escape = |c: char| is_unsafe(c) && u32::from(c) >= 0x7f;
+    if !json.chars().any(escape) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escape(c) {
+            let _ = fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Write `value` as pretty JSON, then a newline, safe for a terminal.
+pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(value)?;
+    out.write_all(json_for_terminal(&json).as_bytes())?;
+    writeln!(out)
+}
+
+/// The fields of a log line (its message and `key=value` pairs), written as
+/// tracing-subscriber's default formatter writes them, italic names and all,
+/// but with every value through [`for_terminal`].
+///
+/// tracing-subscriber 0.3.23 escapes only ESC, BEL, BS, FF, DEL and C1 in a
+/// message, never CR, LF, the other C0 controls or bidi controls, and
+/// nothing at all in a `%display` field (`?debug` and string fields are
+/// escaped by Rust's `{:?}`); log lines carry plugin output, plugin errors,
+/// user names and paths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFields;
+
+impl<'w> tracing_subscriber::field::MakeVisitor<tracing_subscriber::fmt::format::Writer<'w>>
+    for LogFields
+{
+    type Visitor = LogVisitor<'w>;
+
+    fn make_visitor(&self, writer: tracing_subscriber::fmt::format::Writer<'w>) -> LogVisitor<'w> {
+        LogVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        }
+    }
+}
+
+/// Writes the fields of one event or span for [`LogFields`].
+pub struct LogVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl tracing_subscriber::field::Visit for LogVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        let value = format!("{value:?}");
+        let value = for_terminal(&value);
+        let sep = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let name = field.name();
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        const ITALIC: Style = Style::new().italic();
+        self.result = if name == "message" {
+            write!(self.writer, "{sep}{value}")
+        } else if self.writer.has_ansi_escapes() {
+            write!(
+                self.writer,
+                "{sep}{ITALIC}{name}{ITALIC:#}{DIM}={DIM:#}{value}"
+            )
+        } else {
+            write!(self.writer, "{sep}{name}={value}")
+        };
+    }
+}
+
+impl tracing_subscriber::field::VisitOutput<fmt::Result> for LogVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl tracing_subscriber::field::VisitFmt for LogVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    const EVIL: &str = "a\x1b[2K\x1b[1A\u{9b}2J\r\u{202e}\x7fb";
+
+    fn dangerous(c: char) -> bool {
+        c != '\n' && is_unsafe(c)
+    }
+
+    #[test]
+    fn json_escapes_c1_del_and_bidi_too_and_keeps_the_value() {
+        let value = serde_json::json!({ "user": EVIL, "n": [1, 2] });
+        let mut out = Vec::new();
+        write_json(&mut out, &value).expect("write");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(!text.chars().any(dangerous), "{text:?}");
+        assert!(
+            text.contains(r#""a\u001b[2K\u001b[1A\u009b2J\r\u202e\u007fb""#),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(back, value);
+        assert!(matches!(
+            json_for_terminal("{\"a\": \"b\"}"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[derive(Clone)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What one event logs through [`LogFields`], with ANSI on or off.
+    fn logged(ansi: bool, emit: impl FnOnce()) -> String {
+        let buf = Buf(Arc::default());
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(LogFields)
+            .with_writer(move || out.clone())
+            .without_time()
+            .with_target(false)
+            .with_ansi(ansi)
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = buf.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    #[test]
+    fn log_fields_escape_messages_and_every_kind_of_field() {
+        let emit = || {
+            tracing::warn!(
+                user = %EVIL,
+                key = EVIL,
+                detail = ?EVIL,
+                n = 3,
+                r#type = "t",
+                "msg {EVIL}"
+            )
+        };
+        let plain = logged(false, emit);
+        let escaped = "a\\x1b[2K\\x1b[1A\\u{9b}2J\\x0d\\u{202e}\\x7fb";
+        assert_eq!(
+            plain,
+            format!(
+                " WARN msg {escaped} user={escaped} key=\"a\\u{{1b}}[2K\\u{{1b}}[1A\\u{{9b}}2J\\r\\u{{202e}}\\u{{7f}}b\" \
+                 detail=\"a\\u{{1b}}[2K\\u{{1b}}[1A\\u{{9b}}2J\\r\\u{{202e}}\\u{{7f}}b\" n=3 type=\"t\"\n"
+            )
+        );
+        // With ANSI on: the same text, plus the subscriber's colours and only those.
+        let coloured = logged(true, emit);
+        assert!(
+            coloured.contains("\x1b[3muser\x1b[0m\x1b[2m=\x1b[0m"),
+            "{coloured:?}"
+        );
+        let mut stripped = String::new();
+        let mut rest = coloured.as_str();
+        while let Some(i) = rest.find('\x1b') {
+            stripped.push_str(&rest[..i]);
+            let sgr = rest[i + 1..]
+                .strip_prefix('[')
+                .and_then(|r| r.find('m').map(|m| (r, m)))
+                .filter(|(r, m)| r[..*m].bytes().all(|b| b.is_ascii_digit() || b == b';'));
+            let Some((_, m)) = sgr else {
+                panic!("raw ESC in {coloured:?}");
+            };
+            rest = &rest[i + 2 + m + 1..];
+        }
+        stripped.push_str(rest);
+        assert!(!stripped.chars().any(dangerous), "{stripped:?}");
+        assert_eq!(stripped, plain);
+    }
 }

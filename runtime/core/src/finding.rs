@@ -92,8 +92,11 @@ pub struct Control {
 pub enum Protection {
     /// The `<root_account>` row: reported, never remediated.
     Root,
-    /// The access key the engine itself is running with.
+    /// The engine's own credentials: the access key it runs with, or any key
+    /// of the IAM user it runs as.
     OwnKey,
+    /// A key id listed in the policy's `protect_access_keys`.
+    Declared,
 }
 
 /// A credential that breaks a rule of a policy.
@@ -121,6 +124,15 @@ pub struct Finding {
     pub exempt: bool,
     /// Set when the finding may never be remediated (root, the engine's own key).
     pub protected: Option<Protection>,
+    /// The report's `user_creation_time`: the user's identity. Before a write,
+    /// the user must still have been created then (not deleted and re-created).
+    #[serde(default)]
+    pub user_created: Option<DateTime<Utc>>,
+    /// When the report says the credential was created: a key's
+    /// `last_rotated`, a password's `password_last_changed`. Before a write,
+    /// the credential must not be newer than this (not replaced since).
+    #[serde(default)]
+    pub credential_created: Option<DateTime<Utc>>,
 }
 
 impl Finding {

@@ -7,6 +7,7 @@
 pub mod finding;
 pub mod plan;
 pub mod policy;
+pub mod recheck;
 pub mod report;
 pub mod rules;
 pub mod snapshot;

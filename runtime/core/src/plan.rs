@@ -101,8 +101,10 @@ pub enum DenyReason {
     Exempt,
     /// The root account is never remediated.
     Root,
-    /// The engine never acts on the key it is running with.
+    /// The engine never acts on its own credentials.
     OwnKey,
+    /// The key is listed in the policy's `protect_access_keys`.
+    Declared,
     /// An access-key action whose key id could not be resolved unambiguously.
     UnresolvedKey,
 }
@@ -115,6 +117,7 @@ impl DenyReason {
             DenyReason::Exempt => "exempt",
             DenyReason::Root => "root",
             DenyReason::OwnKey => "own-key",
+            DenyReason::Declared => "declared",
             DenyReason::UnresolvedKey => "unresolved-key",
         }
     }
@@ -275,7 +278,13 @@ pub fn check_proposals(
         } else if finding.protected == Some(Protection::OwnKey) {
             Some((
                 DenyReason::OwnKey,
-                "this is the access key the engine is running with".to_string(),
+                "this is the engine's own credential (the key it runs with, or a key of the user it runs as)"
+                    .to_string(),
+            ))
+        } else if finding.protected == Some(Protection::Declared) {
+            Some((
+                DenyReason::Declared,
+                "the key is listed in the policy's protect_access_keys".to_string(),
             ))
         } else if finding.exempt {
             Some((

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use codespan_reporting::diagnostic::{Diagnostic, Label};
 use codespan_reporting::files::SimpleFiles;
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -119,6 +119,9 @@ pub struct Policy {
     /// The patterns as written.
     pub exempt_users: Vec<String>,
     exempt: GlobSet,
+    /// Access key ids never acted on (`protect_access_keys`): e.g. the keys of
+    /// the user whose role the engine assumes, which it cannot see itself.
+    pub protect_access_keys: Vec<String>,
     /// Blast radius: a plan with more changing actions is refused whole.
     pub max_actions_per_run: Option<u32>,
     /// Cron expression (with seconds) for the daemon, as written.
@@ -178,6 +181,8 @@ pub struct PolicySet {
     pub policies: Vec<Policy>,
     /// Every plugin some policy uses, by name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// sha256 (hex) of the policy files' names and texts.
+    pub digest: String,
 }
 
 impl PolicySet {
@@ -327,6 +332,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
     let mut plugins: Vec<(PluginConfig, usize, Range<usize>)> = Vec::new();
     let mut declared = Declared::default();
 
+    let digest = digest(&files);
     let ids: Vec<usize> = files
         .iter()
         .map(|f| db.add(f.path.display().to_string(), f.text.clone()))
@@ -459,7 +465,27 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
     Ok(PolicySet {
         policies,
         plugins: plugin_map,
+        digest,
     })
+}
+
+/// sha256 (hex) over the files' names and texts, in order. External plugins
+/// are pinned by sha256 in those texts, so a changed plugin changes it too.
+fn digest(files: &[PolicyFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in files {
+        let name = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        for part in [name.as_bytes(), f.text.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every table name seen, valid or not: duplicates are found among all of
@@ -675,6 +701,7 @@ impl FileCtx<'_> {
         let mut mode = Mode::Enforce;
         let mut exempt_users = Vec::new();
         let mut exempt = GlobSetBuilder::new();
+        let mut protect_access_keys = Vec::new();
         let mut max_actions = None;
         let mut schedule = None;
         let mut params = BTreeMap::new();
@@ -734,7 +761,11 @@ impl FileCtx<'_> {
                 "exempt_users" => {
                     if let Some(items) = self.strings(key, v) {
                         for (pattern, span) in items {
-                            match Glob::new(&pattern) {
+                            // IAM user names are unique case-insensitively.
+                            match globset::GlobBuilder::new(&pattern)
+                                .case_insensitive(true)
+                                .build()
+                            {
                                 Ok(g) => {
                                     exempt.add(g);
                                     exempt_users.push(pattern);
@@ -745,6 +776,25 @@ impl FileCtx<'_> {
                                     span,
                                     "not a valid glob",
                                 ),
+                            }
+                        }
+                    }
+                }
+                "protect_access_keys" => {
+                    if let Some(items) = self.strings(key, v) {
+                        for (id, span) in items {
+                            if id.len() >= 16
+                                && id.len() <= 128
+                                && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                            {
+                                protect_access_keys.push(id.to_ascii_uppercase());
+                            } else {
+                                self.err(
+                                    "invalid-value",
+                                    format!("{id:?} is not an access key id"),
+                                    span,
+                                    "expected an access key id such as \"AKIAIOSFODNN7EXAMPLE\"",
+                                );
                             }
                         }
                     }
@@ -846,6 +896,7 @@ impl FileCtx<'_> {
             mode,
             exempt_users,
             exempt,
+            protect_access_keys,
             max_actions_per_run: max_actions,
             schedule,
             params,
@@ -998,9 +1049,11 @@ impl FileCtx<'_> {
         if self.problems.len() != before {
             return None;
         }
-        let allow = allow.unwrap_or_else(|| match builtin {
-            Some((_, kinds)) => kinds.to_vec(),
-            None => EXTERNAL_DEFAULT_ALLOW.to_vec(),
+        // Grants follow the source, not the name: a file configured under a
+        // builtin's name is an external plugin and gets the external default.
+        let allow = allow.unwrap_or_else(|| match (&src, builtin) {
+            (PluginSource::Builtin, Some((_, kinds))) => kinds.to_vec(),
+            _ => EXTERNAL_DEFAULT_ALLOW.to_vec(),
         });
         Some(PluginConfig {
             name: pname,
@@ -1023,6 +1076,7 @@ const POLICY_KEYS: &[&str] = &[
     "action",
     "mode",
     "exempt_users",
+    "protect_access_keys",
     "max_actions_per_run",
     "schedule",
     "params",

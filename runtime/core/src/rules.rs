@@ -201,5 +201,10 @@ fn finding(
         controls: Cow::Borrowed(controls(policy.rule)),
         exempt,
         protected: row.is_root().then_some(Protection::Root),
+        user_created: row.user_creation_time.time(),
+        credential_created: match credential.slot() {
+            None => row.password_last_changed.time(),
+            Some(slot) => row.access_keys[usize::from(slot) - 1].last_rotated.time(),
+        },
     }
 }

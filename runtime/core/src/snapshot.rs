@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::finding::{Credential, Finding, Protection};
+use crate::finding::{Finding, Protection};
 use crate::report::{CredentialReport, ROOT_USER};
 
 /// One access key as `ListAccessKeys` returns it.
@@ -57,6 +57,22 @@ pub fn resolve_key_ids(
             .get(&*f.user)
             .and_then(|r| r.access_keys[usize::from(slot) - 1].last_rotated.time());
         let Some(rotated) = rotated else { continue };
+        // Twin slots: both keys of the report share one `last_rotated` second.
+        // Which listed key is which slot cannot be told, even when only one
+        // is listed now (the other was deleted since): that one may be the
+        // twin in daily use.
+        let other = rows
+            .get(&*f.user)
+            .and_then(|r| r.access_keys[2 - usize::from(slot)].last_rotated.time());
+        if other.is_some_and(|o| o.timestamp() == rotated.timestamp()) {
+            warnings.push(format!(
+                "{} {}: both access key slots of the report were created at {}, so which key is this slot cannot be told; neither is acted on",
+                f.user,
+                f.credential,
+                rotated.to_rfc3339()
+            ));
+            continue;
+        }
         let matches: Vec<&AccessKeyMeta> = listed
             .iter()
             .filter(|k| k.created.timestamp() == rotated.timestamp())
@@ -81,12 +97,63 @@ pub fn resolve_key_ids(
     warnings
 }
 
-/// Mark the findings on the access key the engine runs with: reported, never acted on.
-pub fn protect_own_key(findings: &mut [Finding], own_key_id: &str) -> usize {
+/// The engine's own credentials, as far as it can tell who it runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Own {
+    /// The access key id in use.
+    pub key_id: Option<String>,
+    /// The IAM user the engine runs as (`None` under an assumed role).
+    pub user: Option<String>,
+}
+
+impl Own {
+    /// From `GetCallerIdentity`'s ARN and the key in use. An IAM user's ARN is
+    /// `arn:PARTITION:iam::ACCOUNT:user/PATH/NAME`; anything else (an assumed
+    /// role, a federated user) has no IAM user whose keys could be told apart.
+    pub fn from_arn(arn: &str, key_id: &str) -> Own {
+        let user = arn
+            .split(':')
+            .nth(5)
+            .filter(|_| arn.split(':').nth(2) == Some("iam"))
+            .and_then(|resource| resource.strip_prefix("user/"))
+            .and_then(|path| path.rsplit('/').next())
+            .filter(|name| !name.is_empty())
+            .map(str::to_string);
+        Own {
+            key_id: Some(key_id.to_string()).filter(|k| !k.is_empty()),
+            user,
+        }
+    }
+}
+
+/// Mark the findings the engine must never act on: every access key of the
+/// user it runs as (IAM user names compare case-insensitively), the key it
+/// runs with, and the keys the policy lists in `protect_access_keys`.
+/// Returns how many findings were marked.
+pub fn protect(findings: &mut [Finding], own: &Own, declared: &[String]) -> usize {
     let mut n = 0;
     for f in findings.iter_mut() {
-        if f.credential != Credential::Password && f.key_id.as_deref() == Some(own_key_id) {
-            f.protected = Some(Protection::OwnKey);
+        if !f.credential.is_access_key() || f.protected == Some(Protection::Root) {
+            continue;
+        }
+        let own_user = own
+            .user
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(&f.user));
+        let own_key = f.key_id.is_some() && f.key_id == own.key_id;
+        let listed = f
+            .key_id
+            .as_deref()
+            .is_some_and(|k| declared.iter().any(|d| d.eq_ignore_ascii_case(k)));
+        let protection = if own_user || own_key {
+            Some(Protection::OwnKey)
+        } else if listed {
+            Some(Protection::Declared)
+        } else {
+            None
+        };
+        if protection.is_some() {
+            f.protected = protection;
             n += 1;
         }
     }

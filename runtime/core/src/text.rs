@@ -44,7 +44,10 @@ mod tests {
 
     #[test]
     fn plain_text_is_borrowed() {
-        assert!(matches!(for_terminal("alice@example.com"), Cow::Borrowed(_)));
+        assert!(matches!(
+            for_terminal("alice@example.com"),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(for_terminal("Zoë 名前"), Cow::Borrowed(_)));
     }
 

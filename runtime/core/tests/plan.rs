@@ -22,6 +22,8 @@ fn finding(user: &str, credential: Credential) -> Finding {
         controls: Default::default(),
         exempt: false,
         protected: None,
+        user_created: None,
+        credential_created: None,
     }
 }
 

@@ -161,6 +161,52 @@ fn exempt_globs_match() {
     assert!(p.is_exempt("svc-1"));
     assert!(!p.is_exempt("svc-10"));
     assert!(!p.is_exempt("alice"));
+    // IAM user names are unique case-insensitively: so is exemption.
+    assert!(p.is_exempt("Break-Glass-Admin"));
+    assert!(p.is_exempt("SVC-1"));
+}
+
+#[test]
+fn an_external_file_under_a_builtins_name_gets_the_external_grants() {
+    let sha = "0".repeat(64);
+    let set = policy::validate(vec![file(
+        "a.toml",
+        &format!(
+            "[policy.p]\nrule = \"cis-1.4\"\n[plugin.delete-expired-keys]\nsource = \"x.wasm\"\nsha256 = \"{sha}\"\n"
+        ),
+    )])
+    .unwrap();
+    let plugin = set.plugin("delete-expired-keys").unwrap();
+    assert!(matches!(plugin.source, PluginSource::File { .. }));
+    assert_eq!(plugin.allow, policy::EXTERNAL_DEFAULT_ALLOW);
+    assert!(!plugin.allow.contains(&ActionKind::DeleteAccessKey));
+    // The builtin itself keeps its grant.
+    let set = policy::validate(vec![file("a.toml", "[policy.p]\nrule = \"cis-1.4\"\n")]).unwrap();
+    assert!(
+        set.plugin("delete-expired-keys")
+            .unwrap()
+            .allow
+            .contains(&ActionKind::DeleteAccessKey)
+    );
+}
+
+#[test]
+fn protect_access_keys_takes_key_ids() {
+    let set = policy::validate(vec![file(
+        "a.toml",
+        "[policy.p]\nrule = \"cis-1.4\"\nprotect_access_keys = [\"akiaiosfodnn7example\"]\n",
+    )])
+    .unwrap();
+    assert_eq!(
+        set.policies[0].protect_access_keys,
+        ["AKIAIOSFODNN7EXAMPLE"]
+    );
+    let err = policy::validate(vec![file(
+        "a.toml",
+        "[policy.p]\nrule = \"cis-1.4\"\nprotect_access_keys = [\"alice\", \"AKIA-NOT/AKEY\"]\n",
+    )])
+    .unwrap_err();
+    assert_eq!(err.codes(), vec!["invalid-value", "invalid-value"]);
 }
 
 #[test]

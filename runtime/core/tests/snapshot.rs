@@ -6,9 +6,7 @@ use chrono::{DateTime, Utc};
 use engine_core::policy::{self, PolicyFile};
 use engine_core::report::CredentialReport;
 use engine_core::rules::evaluate;
-use engine_core::snapshot::{
-    AccessKeyMeta, protect_own_key, resolve_key_ids, users_needing_key_ids,
-};
+use engine_core::snapshot::{AccessKeyMeta, Own, protect, resolve_key_ids, users_needing_key_ids};
 use engine_core::{Credential, Protection};
 
 const HEADER: &str = "user,arn,user_creation_time,password_enabled,password_last_used,password_last_changed,access_key_1_active,access_key_1_last_rotated,access_key_1_last_used_date,access_key_2_active,access_key_2_last_rotated,access_key_2_last_used_date";
@@ -121,7 +119,7 @@ fn slots_match_by_create_date_to_the_second() {
     assert!(
         warnings
             .iter()
-            .any(|w| w.starts_with("carol access_key_1: 2 access keys")),
+            .any(|w| w.starts_with("carol access_key_1: both access key slots")),
         "{warnings:?}"
     );
     // Root keeps no key id.
@@ -134,7 +132,31 @@ fn slots_match_by_create_date_to_the_second() {
 }
 
 #[test]
-fn the_engines_own_key_is_protected() {
+fn twin_slots_stay_ambiguous_when_one_twin_is_gone() {
+    // carol's two report slots share one last_rotated second. Her second key
+    // was deleted since: the survivor must not be taken for either slot, since
+    // it may be the twin in daily use.
+    let (mut findings, report) = setup();
+    let mut keys = BTreeMap::new();
+    keys.insert(
+        "carol".to_string(),
+        vec![key("AKIACAROL1", "2025-03-01T10:00:00Z")],
+    );
+    let warnings = resolve_key_ids(&mut findings, &report, &keys);
+    let carol: Vec<_> = findings.iter().filter(|f| &*f.user == "carol").collect();
+    assert_eq!(carol.len(), 4, "two rules x two slots");
+    assert!(carol.iter().all(|f| f.key_id.is_none()), "{carol:?}");
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|w| w.starts_with("carol ") && w.contains("both access key slots"))
+            .count(),
+        4,
+        "{warnings:?}"
+    );
+}
+
+fn resolved() -> Vec<engine_core::Finding> {
     let (mut findings, report) = setup();
     let mut keys = BTreeMap::new();
     keys.insert(
@@ -144,11 +166,73 @@ fn the_engines_own_key_is_protected() {
             key("AKIAALICE2", "2024-06-01T10:00:00Z"),
         ],
     );
+    keys.insert(
+        "bob".to_string(),
+        vec![key("AKIABOB1", "2025-02-01T10:00:00Z")],
+    );
     resolve_key_ids(&mut findings, &report, &keys);
-    let n = protect_own_key(&mut findings, "AKIAALICE2");
+    findings
+}
+
+#[test]
+fn the_engines_own_key_is_protected() {
+    let mut findings = resolved();
+    let own = Own::from_arn(
+        "arn:aws:sts::123456789012:assumed-role/engine/run",
+        "AKIAALICE2",
+    );
+    assert_eq!(own.user, None, "an assumed role is no IAM user");
+    let n = protect(&mut findings, &own, &[]);
     assert_eq!(n, 2, "cis-1.3 and cis-1.4 findings on that key");
     for f in &findings {
         let own = f.key_id.as_deref() == Some("AKIAALICE2");
         assert_eq!(f.protected == Some(Protection::OwnKey), own);
     }
+}
+
+#[test]
+fn every_key_of_the_user_the_engine_runs_as_is_protected() {
+    // Running as IAM user Alice (any case, any path) with her key 2: her key 1
+    // is hers too, and never acted on.
+    let mut findings = resolved();
+    let own = Own::from_arn("arn:aws:iam::123456789012:user/ops/ALICE", "AKIAALICE2");
+    assert_eq!(own.user.as_deref(), Some("ALICE"));
+    protect(&mut findings, &own, &[]);
+    for f in &findings {
+        let alice_key = &*f.user == "alice" && f.credential.is_access_key();
+        assert_eq!(
+            f.protected == Some(Protection::OwnKey),
+            alice_key,
+            "{} {}",
+            f.user,
+            f.credential
+        );
+    }
+    assert!(
+        findings
+            .iter()
+            .any(|f| &*f.user == "alice" && f.key_id.as_deref() == Some("AKIAALICE1"))
+    );
+}
+
+#[test]
+fn keys_listed_in_protect_access_keys_are_protected() {
+    let mut findings = resolved();
+    let own = Own::from_arn(
+        "arn:aws:sts::123456789012:assumed-role/engine/run",
+        "ASIATEMPORARY",
+    );
+    let n = protect(&mut findings, &own, &["akiabob1".to_string()]);
+    assert_eq!(n, 2);
+    for f in &findings {
+        let listed = f.key_id.as_deref() == Some("AKIABOB1");
+        assert_eq!(f.protected == Some(Protection::Declared), listed);
+    }
+    // Root stays root.
+    assert!(
+        findings
+            .iter()
+            .filter(|f| &*f.user == "<root_account>")
+            .all(|f| f.protected == Some(Protection::Root))
+    );
 }

@@ -50,6 +50,28 @@ pub struct SeedPassword {
     pub last_used: Option<DateTime<Utc>>,
 }
 
+/// A change made to the account behind the engine's back, after a snapshot.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Mutation {
+    /// The access key was used at `last_used`.
+    TouchKey {
+        key: String,
+        last_used: DateTime<Utc>,
+    },
+    /// The user signed in to the console at `last_used`.
+    TouchPassword {
+        user: String,
+        last_used: DateTime<Utc>,
+    },
+    /// The access key was deleted.
+    DeleteKey { user: String, key: String },
+    /// The user was deleted and created again now, with a new console password.
+    RecreateUser { user: String },
+    /// The console password was removed and set again now.
+    RecreateLoginProfile { user: String },
+}
+
 /// An access key.
 #[derive(Debug, Clone, Serialize)]
 pub struct SeedKey {
@@ -158,6 +180,17 @@ pub struct Faults {
     /// Only these actions (`DeleteAccessKey`, ...); all when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actions: Option<Vec<String>>,
+    /// Inject at most this many faults, then none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// Temporary credentials of an assumed role.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AssumedRole {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
 }
 
 /// How many faults were injected.
@@ -282,6 +315,34 @@ impl Moto {
     /// Inject faults from now on; `Faults::default()` turns them off.
     pub fn faults(&self, faults: &Faults) {
         let _: serde_json::Value = self.post("faults", faults);
+    }
+
+    /// Serve the credential report as it is now, stamped `generated` (default
+    /// now), to every `GetCredentialReport` until [`Moto::thaw_report`], as
+    /// AWS serves a report generated hours ago while the account moves on.
+    pub fn freeze_report(&self, generated: Option<DateTime<Utc>>) {
+        let _: serde_json::Value = self.post(
+            "report",
+            &serde_json::json!({"freeze": true, "generated": generated}),
+        );
+    }
+
+    /// Serve the live report again.
+    pub fn thaw_report(&self) {
+        let _: serde_json::Value = self.post("report", &serde_json::json!({"freeze": false}));
+    }
+
+    /// Change the account behind the engine's back.
+    pub fn mutate(&self, ops: &[Mutation]) {
+        let _: serde_json::Value = self.post("mutate", &ops);
+    }
+
+    /// Credentials of an assumed role (STS `AssumeRole`).
+    pub fn assume_role(&self, role_arn: &str) -> AssumedRole {
+        self.post(
+            "assume",
+            &serde_json::json!({"role_arn": role_arn, "session": "engine-test"}),
+        )
     }
 
     /// Faults injected since the last [`Moto::faults`].
