@@ -623,18 +623,7 @@ pub fn rederive(plan: Plan, set: &PolicySet, own: &Own) -> Result<Plan, String> 
                 reason: a.reason.clone(),
             })
             .collect();
-        let allow = set
-            .plugin(&policy.action)
-            .map(|p| p.allow.as_slice())
-            .unwrap_or_default();
-        let grants = Grants {
-            policy: &policy.name,
-            plugin: &policy.action,
-            allow,
-            max_actions: policy.max_actions_per_run,
-            require_key_id: true,
-        };
-        match check_proposals(&grants, &pp.findings, &proposals) {
+        match check_proposals(&Grants::of(set, policy, true), &pp.findings, &proposals) {
             // What the plan refused stays refused; what it accepted can
             // only lose actions here, never gain any.
             Ok((actions, refused)) => {

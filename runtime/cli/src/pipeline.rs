@@ -53,17 +53,7 @@ pub fn plan(
             failure: None,
         };
         if !pp.findings.is_empty() {
-            let allow = set
-                .plugin(&policy.action)
-                .map(|p| p.allow.as_slice())
-                .unwrap_or_default();
-            let grants = Grants {
-                policy: &policy.name,
-                plugin: &policy.action,
-                allow,
-                max_actions: policy.max_actions_per_run,
-                require_key_id,
-            };
+            let grants = Grants::of(set, policy, require_key_id);
             let result = decider
                 .decide(policy, &pp.findings)
                 .and_then(|proposals| check_proposals(&grants, &pp.findings, &proposals));

@@ -214,6 +214,26 @@ pub struct Grants<'a> {
     pub require_key_id: bool,
 }
 
+impl<'a> Grants<'a> {
+    /// What `policy` of `set` grants its plugin.
+    pub fn of(
+        set: &'a crate::policy::PolicySet,
+        policy: &'a crate::policy::Policy,
+        require_key_id: bool,
+    ) -> Grants<'a> {
+        Grants {
+            policy: &policy.name,
+            plugin: &policy.action,
+            allow: set
+                .plugin(&policy.action)
+                .map(|p| p.allow.as_slice())
+                .unwrap_or_default(),
+            max_actions: policy.max_actions_per_run,
+            require_key_id,
+        }
+    }
+}
+
 /// Check a plugin's proposals against the policy and its findings.
 ///
 /// Structural problems (an index out of range, two actions for one finding)
