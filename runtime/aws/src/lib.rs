@@ -267,7 +267,7 @@ impl Aws {
         user: &str,
         key_id: &str,
     ) -> Result<WriteOutcome, AwsError> {
-        self.write("DeleteAccessKey", || {
+        self.write("DeleteAccessKey", true, || {
             self.iam_writes
                 .delete_access_key()
                 .user_name(user)
@@ -284,7 +284,7 @@ impl Aws {
         user: &str,
         key_id: &str,
     ) -> Result<WriteOutcome, AwsError> {
-        self.write("UpdateAccessKey", || {
+        self.write("UpdateAccessKey", false, || {
             self.iam_writes
                 .update_access_key()
                 .user_name(user)
@@ -297,7 +297,7 @@ impl Aws {
 
     /// Delete a user's console password. No password is [`WriteOutcome::AlreadyGone`].
     pub async fn delete_login_profile(&self, user: &str) -> Result<WriteOutcome, AwsError> {
-        self.write("DeleteLoginProfile", || {
+        self.write("DeleteLoginProfile", true, || {
             self.iam_writes
                 .delete_login_profile()
                 .user_name(user)
@@ -378,13 +378,16 @@ impl Aws {
 
     /// Send a write with retries of its own, so that it knows what a
     /// `NoSuchEntity` means: at the first answer, the credential was already
-    /// gone; after an attempt that went unanswered (dropped connection,
-    /// timeout, unreadable response), that attempt most likely made the
-    /// change. Throttling, 5xx and network errors are retried with capped
-    /// exponential backoff, up to `max_attempts` attempts.
+    /// gone; after an attempt that may have been applied without an answer
+    /// (dropped connection, timeout, unreadable response, a 5xx), a delete
+    /// (`removes`) most likely made the change itself. A deactivation cannot
+    /// make a key disappear: its `NoSuchEntity` is always `AlreadyGone`.
+    /// Throttling, 5xx and network errors are retried with capped exponential
+    /// backoff, up to `max_attempts` attempts.
     async fn write<T, E, F, Fut>(
         &self,
         operation: &'static str,
+        removes: bool,
         send: F,
     ) -> Result<WriteOutcome, AwsError>
     where
@@ -400,7 +403,7 @@ impl Aws {
             let err = match send().await {
                 Ok(_) => return Ok(WriteOutcome::Done),
                 Err(e) if is_no_such_entity(&e) => {
-                    return Ok(if unanswered {
+                    return Ok(if unanswered && removes {
                         WriteOutcome::DoneOnRetry
                     } else {
                         WriteOutcome::AlreadyGone
@@ -414,13 +417,15 @@ impl Aws {
                     | SdkError::TimeoutError(_)
                     | SdkError::ResponseError(_)
             );
-            let transient = matches!(&err, SdkError::ServiceError(s)
-                if s.raw().status().is_server_error()
-                    || s.err().code().is_some_and(error::is_throttling));
-            if attempt >= attempts || !(lost || transient) {
+            let server_error =
+                matches!(&err, SdkError::ServiceError(s) if s.raw().status().is_server_error());
+            let throttled = matches!(&err, SdkError::ServiceError(s)
+                if s.err().code().is_some_and(error::is_throttling));
+            if attempt >= attempts || !(lost || server_error || throttled) {
                 return Err(error::classify(operation, attempt, err));
             }
-            unanswered |= lost;
+            // A 5xx may come after the change was made, like a lost answer.
+            unanswered |= lost || server_error;
             tokio::time::sleep(backoff.next_delay()).await;
             attempt += 1;
         }

@@ -56,6 +56,7 @@ struct ApplyReport<'a> {
     plan: &'a Document,
     results: Vec<ActionResult>,
     done: usize,
+    done_on_retry: usize,
     already_gone: usize,
     skipped: usize,
     failed: usize,
@@ -333,9 +334,11 @@ async fn execute_all(
     results
         .into_iter()
         .zip(targets)
-        .filter_map(|(r, t)| match r {
+        .enumerate()
+        .filter_map(|(i, (r, t))| match r {
             Some(r) => Some(r),
-            None if t.fallback_for.is_some() => None,
+            // Not needed: the delete that superseded it succeeded.
+            None if t.fallback_for.is_some() && !second.contains(&i) => None,
             None => Some(result(
                 &t.action,
                 Outcome::Failed,
@@ -693,6 +696,7 @@ fn print_report(
         plan: doc,
         results: results.to_vec(),
         done: count("done"),
+        done_on_retry: count("done-on-retry"),
         already_gone: count("already-gone"),
         skipped: count("skipped"),
         failed: count("failed"),
@@ -728,8 +732,9 @@ fn print_report(
     }
     writeln!(
         out,
-        "\nApply complete: {} done, {} already gone, {} skipped, {} failed. Journal: {}{}",
+        "\nApply complete: {} done, {} done on retry, {} already gone, {} skipped, {} failed. Journal: {}{}",
         report.done,
+        report.done_on_retry,
         report.already_gone,
         report.skipped,
         report.failed,

@@ -70,7 +70,7 @@ pub async fn snapshot(
         });
     }
     let aws = connect(&args.account).await?;
-    live(set, aws, now, usize::from(args.account.concurrency)).await
+    live(set, aws, now, &args.account).await
 }
 
 pub async fn connect(args: &AccountArgs) -> Result<Aws, String> {
@@ -83,8 +83,9 @@ async fn live(
     set: &PolicySet,
     aws: Aws,
     now: DateTime<Utc>,
-    concurrency: usize,
+    args: &AccountArgs,
 ) -> Result<Snapshot, String> {
+    let concurrency = usize::from(args.concurrency);
     let identity = aws
         .identity()
         .await
@@ -116,7 +117,7 @@ async fn live(
         eprint!("\r\x1b[2K");
     }
     let fetched = fetched.map_err(|e| format!("cannot get the credential report: {e}"))?;
-    check_clock(fetched.generated_at, Utc::now())?;
+    check_clock(fetched.generated_at, Utc::now(), args.report_max_age)?;
     tracing::info!(
         generated_at = %fetched.generated_at,
         reused = fetched.reused,
@@ -161,9 +162,35 @@ async fn live(
 /// stamped before the clock (or the report) is not trusted.
 pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
-/// Refuse a report generated in the future of the local clock: every age
-/// the rules compute would be wrong by as much.
-pub fn check_clock(generated_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String> {
+/// AWS regenerates a credential report at most every 4 hours: a report it
+/// hands out is never older than that (plus the time to generate it).
+pub const AWS_REPORT_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(4);
+
+/// Refuse a report whose generation time does not fit the local clock: every
+/// age the rules compute would be wrong by as much. Generated in the future:
+/// the clock is behind. Older than AWS ever serves one (the larger of 4 hours
+/// and `--report-max-age`, plus the skew): the clock is ahead, which would
+/// make every credential look older than it is.
+pub fn check_clock(
+    generated_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    report_max_age: std::time::Duration,
+) -> Result<(), String> {
+    let max_age = chrono::TimeDelta::from_std(report_max_age)
+        .unwrap_or(chrono::TimeDelta::MAX)
+        .max(AWS_REPORT_MAX_AGE)
+        .checked_add(&MAX_CLOCK_SKEW)
+        .unwrap_or(chrono::TimeDelta::MAX);
+    if now - generated_at > max_age {
+        return Err(format!(
+            "the credential report was generated at {}, {} before this machine's clock ({}), longer ago than AWS serves a report: is the clock ahead? Nothing evaluated: fix the clock (NTP) and run again",
+            generated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(std::time::Duration::from_secs(
+                (now - generated_at).num_seconds().unsigned_abs()
+            )),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ));
+    }
     if generated_at - now > MAX_CLOCK_SKEW {
         return Err(format!(
             "the credential report was generated at {}, {} ahead of this machine's clock ({}); nothing evaluated: fix the clock (NTP) and run again",
