@@ -34,12 +34,15 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
                               user, last_used}, {op: delete_key, user, key},
                               {op: recreate_user, user} (deleted and created again now,
                               with a new console password), {op: recreate_login_profile,
-                              user} (password removed and set again now)
+                              user} (password removed and set again now),
+                              {op: create_login_profile, user} (a new password now)
   POST /_engine/assume        {role_arn, session} -> {access_key_id, secret_access_key,
                               session_token}: credentials of an assumed role, as
                               STS AssumeRole gives them
 
-`faults` also takes `max: n`: inject at most n faults, then none.
+`faults` also takes `max: n`: inject at most n faults, then none; and
+`after_drop: [{op, ...}]`: mutations made once, right after the first dropped
+call was processed (someone acting while the answer is lost).
 
 Dates are RFC 3339 (`2020-01-02T03:04:05Z`). Faults are drawn from a
 `random.Random(seed)`, one draw per API call (in the order calls arrive), so a
@@ -270,6 +273,13 @@ def mutate(ops: list[dict[str, Any]]) -> dict[str, Any]:
             iam.create_login_profile(name, "Recreated-Password-1!")
             user.engine_password_changed = now
             user.engine_profile_created = now
+        elif kind == "create_login_profile":
+            name = op["user"]
+            iam.create_login_profile(name, "Created-Password-1!")
+            user = iam.get_user(name)
+            user.engine_password_changed = datetime.utcnow()
+            user.engine_profile_created = user.engine_password_changed
+            user.password_last_used = None
         elif kind == "recreate_login_profile":
             name = op["user"]
             iam.delete_login_profile(name)
@@ -343,6 +353,7 @@ class Faults:
             self.actions = set(spec["actions"]) if spec.get("actions") else None
             self.rng = random.Random(spec.get("seed", 0))
             self.max = spec.get("max")
+            self.after_drop = list(spec.get("after_drop") or [])
             self.injected = {"throttled": 0, "dropped": 0}
 
     def draw(self, action: str) -> str | None:
@@ -435,6 +446,10 @@ class EngineApp:
                 pass
             if hasattr(response, "close"):
                 response.close()
+            # Someone changes the account while the answer is lost (once).
+            with self.faults.lock:
+                then, self.faults.after_drop = self.faults.after_drop, []
+            mutate(then)
             sock = environ.get("werkzeug.socket")
             if sock is not None:
                 try:

@@ -54,6 +54,15 @@ pub enum AwsError {
         operation: &'static str,
         message: String,
     },
+    /// A write was sent and may have been applied, but no answer came (a
+    /// dropped connection, a timeout, a 5xx); not retried blindly.
+    #[error(
+        "{operation}: no answer after {attempts} attempt(s); it may or may not have been applied"
+    )]
+    Unanswered {
+        operation: &'static str,
+        attempts: u32,
+    },
     /// Any other error AWS answered with.
     #[error("{operation}: aws answered {code}: {message}")]
     Api {

@@ -100,6 +100,10 @@ pub enum WriteOutcome {
     /// The credential was already gone (`NoSuchEntity`) at the first answer:
     /// nothing to do, someone or something removed it since the plan.
     AlreadyGone,
+    /// A console password delete went unanswered, and the user now has a
+    /// password created at this time, after the one the plan saw: a new
+    /// password, left alone.
+    Replaced(DateTime<Utc>),
 }
 
 /// An IAM user as `GetUser` returns it: what identifies it, and its last sign-in.
@@ -295,15 +299,49 @@ impl Aws {
         .await
     }
 
-    /// Delete a user's console password. No password is [`WriteOutcome::AlreadyGone`].
-    pub async fn delete_login_profile(&self, user: &str) -> Result<WriteOutcome, AwsError> {
-        self.write("DeleteLoginProfile", true, || {
-            self.iam_writes
-                .delete_login_profile()
-                .user_name(user)
-                .send()
-        })
-        .await
+    /// Delete a user's console password, the one created at or before
+    /// `created_by`. No password is [`WriteOutcome::AlreadyGone`].
+    ///
+    /// A password has no id, so a blind retry after a lost answer could
+    /// delete a password set in between. After an unanswered attempt it looks
+    /// first (`GetLoginProfile`): gone is [`WriteOutcome::DoneOnRetry`], a
+    /// newer password is [`WriteOutcome::Replaced`], the same one is sent again.
+    pub async fn delete_login_profile(
+        &self,
+        user: &str,
+        created_by: DateTime<Utc>,
+    ) -> Result<WriteOutcome, AwsError> {
+        let mut looks = 0;
+        loop {
+            let sent = self
+                .write_with("DeleteLoginProfile", true, false, || {
+                    self.iam_writes
+                        .delete_login_profile()
+                        .user_name(user)
+                        .send()
+                })
+                .await;
+            match sent {
+                Err(AwsError::Unanswered { .. }) if looks < self.opts.max_attempts => {
+                    looks += 1;
+                    match self.login_profile_created(user).await? {
+                        None => return Ok(WriteOutcome::DoneOnRetry),
+                        Some(c) if c.timestamp() <= created_by.timestamp() => {}
+                        Some(c) => return Ok(WriteOutcome::Replaced(c)),
+                    }
+                }
+                Err(AwsError::Unanswered {
+                    operation,
+                    attempts,
+                }) => {
+                    return Err(AwsError::Network {
+                        operation,
+                        message: format!("no answer after {attempts} attempts"),
+                    });
+                }
+                other => return other,
+            }
+        }
     }
 
     /// When the user's console password was created (`GetLoginProfile`'s
@@ -395,6 +433,24 @@ impl Aws {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     {
+        self.write_with(operation, removes, true, send).await
+    }
+
+    /// [`Aws::write`]; without `retry_unanswered`, an attempt that may have
+    /// been applied without an answer ends it with [`AwsError::Unanswered`],
+    /// for the caller to look before sending again.
+    async fn write_with<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        removes: bool,
+        retry_unanswered: bool,
+        send: F,
+    ) -> Result<WriteOutcome, AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    {
         let attempts = self.opts.max_attempts.max(1);
         let mut backoff = Backoff::new(self.opts.initial_backoff, Duration::from_secs(20));
         let mut unanswered = false;
@@ -421,6 +477,12 @@ impl Aws {
                 matches!(&err, SdkError::ServiceError(s) if s.raw().status().is_server_error());
             let throttled = matches!(&err, SdkError::ServiceError(s)
                 if s.err().code().is_some_and(error::is_throttling));
+            if (lost || server_error) && !retry_unanswered {
+                return Err(AwsError::Unanswered {
+                    operation,
+                    attempts: attempt,
+                });
+            }
             if attempt >= attempts || !(lost || server_error || throttled) {
                 return Err(error::classify(operation, attempt, err));
             }

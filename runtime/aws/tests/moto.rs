@@ -304,11 +304,15 @@ async fn writes_are_done_once_then_already_gone() {
     assert!(aws.login_profile_created("alice").await.unwrap().is_some());
     assert!(aws.login_profile_created("bob").await.unwrap().is_none());
     assert_eq!(
-        aws.delete_login_profile("alice").await.unwrap(),
+        aws.delete_login_profile("alice", chrono::Utc::now())
+            .await
+            .unwrap(),
         WriteOutcome::Done
     );
     assert_eq!(
-        aws.delete_login_profile("alice").await.unwrap(),
+        aws.delete_login_profile("alice", chrono::Utc::now())
+            .await
+            .unwrap(),
         WriteOutcome::AlreadyGone
     );
     assert!(aws.login_profile_created("alice").await.unwrap().is_none());
@@ -361,6 +365,7 @@ async fn writes_end_in_the_right_state_despite_throttling_and_dropped_connection
         seed: 42,
         actions: None,
         max: None,
+        after_drop: Vec::new(),
     });
 
     let mut operations = 0u64;
@@ -369,7 +374,8 @@ async fn writes_end_in_the_right_state_despite_throttling_and_dropped_connection
         let outcomes = [
             aws.deactivate_access_key(&user.name, &user.keys[0]).await,
             aws.delete_access_key(&user.name, &user.keys[1]).await,
-            aws.delete_login_profile(&user.name).await,
+            aws.delete_login_profile(&user.name, chrono::Utc::now())
+                .await,
         ];
         operations += 3;
         for outcome in outcomes {
@@ -378,7 +384,9 @@ async fn writes_end_in_the_right_state_despite_throttling_and_dropped_connection
             match outcome.expect("writes succeed through faults") {
                 WriteOutcome::Done => {}
                 WriteOutcome::DoneOnRetry => done_on_retry += 1,
-                WriteOutcome::AlreadyGone => panic!("nobody else deletes anything here"),
+                WriteOutcome::AlreadyGone | WriteOutcome::Replaced(_) => {
+                    panic!("nobody else changes anything here")
+                }
             }
         }
     }

@@ -432,7 +432,14 @@ async fn execute(
     let sent = match (a.action, &a.key_id) {
         (ActionKind::DeleteAccessKey, Some(k)) => aws.delete_access_key(&a.user, k).await,
         (ActionKind::DeactivateAccessKey, Some(k)) => aws.deactivate_access_key(&a.user, k).await,
-        (ActionKind::DeleteLoginProfile, _) => aws.delete_login_profile(&a.user).await,
+        (ActionKind::DeleteLoginProfile, _) => {
+            // The password the re-check saw; any newer one is left alone.
+            let created_by = t
+                .finding
+                .credential_created
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+            aws.delete_login_profile(&a.user, created_by).await
+        }
         _ => {
             let r = result(a, Outcome::Skipped, "nothing to send".into());
             let _ = lock(journal).result(id, Outcome::Skipped, &r.detail);
@@ -448,6 +455,13 @@ async fn execute(
         Ok(WriteOutcome::AlreadyGone) => (
             Outcome::AlreadyGone,
             "NoSuchEntity: already gone".to_string(),
+        ),
+        Ok(WriteOutcome::Replaced(at)) => (
+            Outcome::Skipped,
+            format!(
+                "the delete went unanswered, and a new console password was set at {} since: left alone",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
         ),
         Err(e) => (Outcome::Failed, e.to_string()),
     };

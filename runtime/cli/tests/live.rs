@@ -779,6 +779,7 @@ fn apply_survives_throttling_and_dropped_connections() {
         seed: 7,
         actions: None,
         max: None,
+        after_drop: Vec::new(),
     });
     let out = account.engine(&[
         "apply",

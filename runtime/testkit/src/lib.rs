@@ -70,6 +70,8 @@ pub enum Mutation {
     RecreateUser { user: String },
     /// The console password was removed and set again now.
     RecreateLoginProfile { user: String },
+    /// A console password was set now (the user had none).
+    CreateLoginProfile { user: String },
 }
 
 /// An access key.
@@ -183,6 +185,9 @@ pub struct Faults {
     /// Inject at most this many faults, then none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<u64>,
+    /// Mutations made once, right after the first dropped call was processed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after_drop: Vec<Mutation>,
 }
 
 /// Temporary credentials of an assumed role.

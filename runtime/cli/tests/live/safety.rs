@@ -596,3 +596,32 @@ fn a_retried_write_answered_no_such_entity_is_done_on_retry() {
         "{history:#}"
     );
 }
+
+/// Item 10, for passwords: a console password has no id, so a delete whose
+/// answer was lost is not sent blindly again: a password set meanwhile is new.
+#[test]
+fn a_password_set_while_its_delete_went_unanswered_is_left_alone() {
+    let account = Account::new(0, UNUSED);
+    account.moto.seed(&[
+        SeedUser::new("stale", days_ago(400)).password(days_ago(300), Some(days_ago(200)))
+    ]);
+    account.moto.faults(&Faults {
+        drop: 1.0,
+        max: Some(1),
+        actions: Some(vec!["DeleteLoginProfile".into()]),
+        after_drop: vec![Mutation::CreateLoginProfile {
+            user: "stale".into(),
+        }],
+        ..Faults::default()
+    });
+    let (out, report) = apply(&account, &[]);
+    assert_code(&out, 0);
+    assert_eq!(account.moto.injected().dropped, 1);
+    let r = result_of(&report, "stale");
+    assert_eq!(r["outcome"], "skipped", "{r}");
+    assert_contains(
+        r["detail"].as_str().unwrap_or_default().as_bytes(),
+        "a new console password was set at",
+    );
+    assert!(account.state().user("stale").expect("stale").login_profile);
+}
