@@ -91,13 +91,13 @@ pub async fn run(args: &ApplyArgs) -> u8 {
                 doc,
                 snapshot,
             }) => match snapshot.account {
-                Some(account) => Ok((plan, doc, account.aws, account.own)),
+                Some(account) => Ok((plan, doc, account.aws, account.own, None)),
                 None => Err(exit::ERROR),
             },
             Err(code) => Err(code),
         }
     };
-    let (plan, doc, aws, own) = match loaded {
+    let (plan, doc, aws, own, sealed) = match loaded {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -131,6 +131,22 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         }
     }
 
+    if let Some(mac) = &sealed {
+        match journal.plan_applied_by(mac) {
+            Ok(None) => {}
+            Ok(Some(run)) => {
+                eprintln!(
+                    "error: plan {} refused, nothing will be done: it was already applied (run {run}); a saved plan is applied once: run `engine check --out` again",
+                    args.target.display()
+                );
+                return exit::ERROR;
+            }
+            Err(e) => {
+                eprintln!("error: cannot read the journal, nothing will be done: {e}");
+                return exit::ERROR;
+            }
+        }
+    }
     let targets = targets(&plan);
     let planned = targets.iter().filter(|t| t.fallback_for.is_none()).count();
     if args.format == Format::Human {
@@ -171,6 +187,23 @@ pub async fn run(args: &ApplyArgs) -> u8 {
             return exit::ERROR;
         }
     };
+    if let Some(mac) = &sealed {
+        // Claimed under the run: a second apply of the same plan, even one
+        // racing this one, finds it taken and sends nothing.
+        let claimed = journal.claim_plan(mac, run);
+        if !matches!(claimed, Ok(true)) {
+            let why = match claimed {
+                Err(e) => format!("cannot write the journal: {e}"),
+                _ => "another run applied it first".to_string(),
+            };
+            eprintln!(
+                "error: plan {} refused, nothing was done: {why}",
+                args.target.display()
+            );
+            let _ = journal.finish_run(run, RunStatus::Failed, "{\"actions\":0}");
+            return exit::ERROR;
+        }
+    }
     let journal = Arc::new(Mutex::new(journal));
     let results = execute_all(
         &aws,
@@ -536,7 +569,12 @@ async fn guard(aws: &Aws, t: &Target) -> Result<Verdict, String> {
 /// Load a saved plan: sealed by this state directory, fresh, not a what-if,
 /// made from the current policies, for the account we are connected to. Its
 /// actions are then re-derived against the current policies and identity.
-async fn load_saved(path: &Path, args: &ApplyArgs) -> Result<(Plan, Document, Aws, Own), String> {
+/// The last element is the plan's seal, which the journal claims so that it
+/// is applied at most once.
+async fn load_saved(
+    path: &Path,
+    args: &ApplyArgs,
+) -> Result<(Plan, Document, Aws, Own, Option<String>), String> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read plan {shown}: {e}"))?;
     let doc: Document = serde_json::from_slice(&bytes)
@@ -597,8 +635,9 @@ async fn load_saved(path: &Path, args: &ApplyArgs) -> Result<(Plan, Document, Aw
     let mut source = doc.source.clone();
     source.own_key_id = own.key_id.clone();
     source.identity = Some(identity.arn);
+    let sealed = doc.mac.clone();
     let doc = Document::new(&plan, source);
-    Ok((plan, doc, aws, own))
+    Ok((plan, doc, aws, own, sealed))
 }
 
 /// Re-derive a saved plan's actions from its findings and the plugins'

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use engine_core::{Finding, PlannedAction};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 pub use owner::RunOwner;
 use owner::{Liveness, liveness};
@@ -35,7 +35,7 @@ pub const FILE: &str = "journal.sqlite3";
 
 /// The schema version this engine writes (`PRAGMA user_version`).
 /// 0: the first schema, without a version; 1: runs record their owner.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -232,6 +232,14 @@ ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
 ALTER TABLE runs ADD COLUMN owner_host TEXT;
 ALTER TABLE runs ADD COLUMN owner_start TEXT;
 ",
+    // 1 -> 2: saved plans are applied at most once.
+    "
+CREATE TABLE IF NOT EXISTS applied_plans (
+    mac         TEXT PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    applied_at  TEXT NOT NULL
+);
+",
 ];
 
 fn now() -> String {
@@ -420,6 +428,30 @@ impl Journal {
         })
     }
 
+    /// The run that applied the saved plan sealed with `mac`, if any.
+    pub fn plan_applied_by(&self, mac: &str) -> Result<Option<i64>> {
+        self.sql(|c| {
+            c.query_row(
+                "SELECT run_id FROM applied_plans WHERE mac = ?1",
+                params![mac],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Record that `run` applies the saved plan sealed with `mac`. False when
+    /// another run already did (or does): a saved plan is applied at most once.
+    pub fn claim_plan(&self, mac: &str, run: i64) -> Result<bool> {
+        self.sql(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO applied_plans (mac, run_id, applied_at) VALUES (?1, ?2, ?3)",
+                params![mac, run, now()],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
     /// Record an action that was decided against before sending (one row, with its result).
     pub fn skipped(&self, run: i64, a: &PlannedAction, detail: &str) -> Result<i64> {
         let id = self.intent(run, a)?;
@@ -565,6 +597,9 @@ impl Journal {
             let mut actions = tx
                 .prepare("DELETE FROM actions WHERE run_id = ?1")
                 .map_err(wrap)?;
+            let mut plans = tx
+                .prepare("DELETE FROM applied_plans WHERE run_id = ?1")
+                .map_err(wrap)?;
             let mut runs = tx.prepare("DELETE FROM runs WHERE id = ?1").map_err(wrap)?;
             for (id, finished) in old {
                 if !finished {
@@ -573,6 +608,7 @@ impl Journal {
                 }
                 stats.findings += findings.execute(params![id]).map_err(wrap)? as u64;
                 stats.actions += actions.execute(params![id]).map_err(wrap)? as u64;
+                plans.execute(params![id]).map_err(wrap)?;
                 stats.runs += runs.execute(params![id]).map_err(wrap)? as u64;
             }
         }

@@ -375,10 +375,8 @@ fn a_saved_plan_is_sealed_fresh_current_and_rederived() {
 
     // ...and a forged exemption does nothing: the host checks run again
     // against the current policies, so vip stays exempt and only old's key goes.
-    let out = apply_plan(
-        &write("forged.json", &forge(&account, edited)),
-        &["--format", "json"],
-    );
+    let forged = write("forged.json", &forge(&account, edited));
+    let out = apply_plan(&forged, &["--format", "json"]);
     assert_code(&out, 0);
     let report = json(&out);
     assert_eq!(result_of(&report, "old")["outcome"], "done");
@@ -398,6 +396,12 @@ fn a_saved_plan_is_sealed_fresh_current_and_rederived() {
         key_status(&account, "old", &seeded_key(&seeded, "old", 0)),
         None
     );
+    // A saved plan is applied once: the same plan again is refused.
+    let after = account.state();
+    let out = apply_plan(&forged, &[]);
+    assert_code(&out, 1);
+    assert_contains(&out.stderr, "already applied");
+    assert_eq!(account.state(), after);
 }
 
 /// Item 6: A re-check that cannot be made fails the run; it is never a skip.
