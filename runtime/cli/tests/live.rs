@@ -512,6 +512,28 @@ fn check_counts_calls_and_apply_does_exactly_the_plan() {
         .map(|op| account.moto.calls().get(*op).copied().unwrap_or(0))
         .sum();
     assert_eq!(writes, results.len() as u64, "one call per action");
+    // And the re-checks before them, nothing more: a ListAccessKeys per key
+    // action (on top of the snapshot's one per user), GetAccessKeyLastUsed per
+    // cis-1.3 key action, GetUser and GetLoginProfile per password action.
+    let calls = account.moto.calls();
+    let call = |op: &str| calls.get(op).copied().unwrap_or(0);
+    let count = |pred: &dyn Fn(&Value) -> bool| results.iter().filter(|r| pred(r)).count() as u64;
+    let key_actions = count(&|r| r["credential"] != "password");
+    let passwords = count(&|r| r["credential"] == "password");
+    let unused_keys = count(&|r| r["credential"] != "password" && r["policy"] == "unused");
+    assert_eq!(
+        call("ListAccessKeys"),
+        expected_key_users as u64 + key_actions
+    );
+    assert_eq!(call("GetAccessKeyLastUsed"), unused_keys);
+    assert_eq!(call("GetUser"), passwords);
+    assert_eq!(call("GetLoginProfile"), passwords);
+    println!(
+        "apply: {} writes, {} re-check reads, {} calls in all",
+        writes,
+        key_actions + unused_keys + 2 * passwords,
+        calls.values().sum::<u64>()
+    );
 
     // The journal has every action with its result.
     let out = account.engine(&["history", "--format", "json", "--limit", "1"]);
