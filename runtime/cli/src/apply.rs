@@ -73,6 +73,22 @@ pub struct Target {
 }
 
 pub async fn run(args: &ApplyArgs) -> u8 {
+    // One process acts on a state directory at a time: before anything is
+    // read or written, held until this returns (or the process dies).
+    let state = &args.account.state.state;
+    let _lock = match engine_journal::StateLock::acquire(state, args.lock_timeout) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
+            if matches!(e, engine_journal::LockError::Held { .. }) {
+                eprintln!(
+                    "hint: another engine is acting on {}; nothing was done. Wait for it to finish, or pass --lock-timeout (e.g. --lock-timeout 10m) to wait for the lock",
+                    state.display()
+                );
+            }
+            return exit::ERROR;
+        }
+    };
     let saved = args.target.is_file();
     let loaded = if saved {
         load_saved(&args.target, args).await.map_err(|e| {

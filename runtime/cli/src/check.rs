@@ -110,16 +110,28 @@ pub async fn run(args: &CheckArgs) -> u8 {
 
 /// A live check is a run too: journal it with its findings.
 fn journal_check(args: &CheckArgs, prepared: &Prepared) {
+    let state = &args.source.account.state.state;
     let result = args.source.account.state.open_journal().and_then(|mut j| {
-        for a in j.take_unfinished()? {
-            tracing::warn!(
-                "run {} journaled {} on {} {} ({}) but recorded no result: the engine stopped mid-apply; check the account (recorded as unknown)",
-                a.run_id,
-                a.action,
-                a.user,
-                a.credential,
-                a.key_id.as_deref().unwrap_or("-")
-            );
+        // Only the lock's holder takes over unfinished intents: another
+        // process holding it (here or on another host) may be carrying them
+        // out. Held only while taking over, so an apply is not kept waiting.
+        match engine_journal::StateLock::try_acquire(state) {
+            Ok(_lock) => {
+                for a in j.take_unfinished()? {
+                    tracing::warn!(
+                        "run {} journaled {} on {} {} ({}) but recorded no result: the engine stopped mid-apply; check the account (recorded as unknown)",
+                        a.run_id,
+                        a.action,
+                        a.user,
+                        a.credential,
+                        a.key_id.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Err(e @ engine_journal::LockError::Held { .. }) => tracing::info!(
+                "{e}: not taking over unfinished actions of earlier runs, which that process may be carrying out"
+            ),
+            Err(e) => tracing::warn!("not taking over unfinished actions of earlier runs: {e}"),
         }
         let run = j.start_run("check", &args.dir.display().to_string(), &prepared.doc.findings)?;
         let summary = serde_json::to_string(&prepared.doc.summary).unwrap_or_default();

@@ -172,6 +172,14 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub plan_max_age: std::time::Duration,
 
+    /// How long to wait for another engine's lock on the state directory
+    /// (e.g. 30s, 5m); 0: fail at once.
+    ///
+    /// `apply` holds `<state>/engine.lock` for its whole run: one process
+    /// acts on a state directory at a time.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+
     /// Output format of the results.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,

@@ -16,7 +16,11 @@
 //! closes runs left `running` by a process that is gone, and never touches a
 //! run another live process is still carrying out. [`Journal::prune`] keeps
 //! the journal bounded.
+//!
+//! [`StateLock`] makes one process at a time act on a state directory
+//! (`<state>/engine.lock`, held with `flock` for the whole run).
 
+mod lock;
 mod owner;
 
 use std::collections::HashSet;
@@ -27,6 +31,7 @@ use chrono::{DateTime, Utc};
 use engine_core::{Finding, PlannedAction};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+pub use lock::{LOCK_FILE, LockError, LockHolder, POLL_INTERVAL, StateLock};
 pub use owner::RunOwner;
 use owner::{Liveness, liveness};
 
