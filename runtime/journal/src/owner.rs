@@ -86,19 +86,18 @@ pub(crate) fn liveness(
 
 #[cfg(unix)]
 fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(id) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
-    if pid <= 0 {
-        return false;
+    // Signal 0 sends nothing; it only checks that the process exists.
+    match rustix::process::test_kill_process(id) {
+        Ok(()) => !is_zombie(id.as_raw_nonzero().get()),
+        // EPERM: it exists, under another user.
+        Err(e) => e == rustix::io::Errno::PERM,
     }
-    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    if r == 0 {
-        return !is_zombie(pid);
-    }
-    // EPERM: it exists, under another user.
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(not(unix))]
@@ -116,14 +115,14 @@ fn proc_stat_fields(pid: impl std::fmt::Display) -> Option<Vec<String>> {
 }
 
 #[cfg(all(unix, target_os = "linux"))]
-fn is_zombie(pid: libc::pid_t) -> bool {
+fn is_zombie(pid: i32) -> bool {
     proc_stat_fields(pid)
         .and_then(|f| f.first().cloned())
         .is_some_and(|state| state == "Z" || state == "X")
 }
 
 #[cfg(all(unix, not(target_os = "linux")))]
-fn is_zombie(_pid: libc::pid_t) -> bool {
+fn is_zombie(_pid: i32) -> bool {
     false
 }
 
@@ -143,14 +142,8 @@ fn process_start(_pid: u32) -> Option<String> {
 
 #[cfg(unix)]
 fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
     (!name.is_empty()).then_some(name)
 }
 
