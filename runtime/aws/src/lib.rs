@@ -271,7 +271,7 @@ impl Aws {
         user: &str,
         key_id: &str,
     ) -> Result<WriteOutcome, AwsError> {
-        self.write("DeleteAccessKey", true, || {
+        self.write("DeleteAccessKey", true, true, || {
             self.iam_writes
                 .delete_access_key()
                 .user_name(user)
@@ -288,7 +288,7 @@ impl Aws {
         user: &str,
         key_id: &str,
     ) -> Result<WriteOutcome, AwsError> {
-        self.write("UpdateAccessKey", false, || {
+        self.write("UpdateAccessKey", false, true, || {
             self.iam_writes
                 .update_access_key()
                 .user_name(user)
@@ -314,7 +314,7 @@ impl Aws {
         let mut looks = 0;
         loop {
             let sent = self
-                .write_with("DeleteLoginProfile", true, false, || {
+                .write("DeleteLoginProfile", true, false, || {
                     self.iam_writes
                         .delete_login_profile()
                         .user_name(user)
@@ -421,25 +421,10 @@ impl Aws {
     /// (`removes`) most likely made the change itself. A deactivation cannot
     /// make a key disappear: its `NoSuchEntity` is always `AlreadyGone`.
     /// Throttling, 5xx and network errors are retried with capped exponential
-    /// backoff, up to `max_attempts` attempts.
+    /// backoff, up to `max_attempts` attempts; without `retry_unanswered`, an
+    /// attempt that may have been applied without an answer ends it with
+    /// [`AwsError::Unanswered`], for the caller to look before sending again.
     async fn write<T, E, F, Fut>(
-        &self,
-        operation: &'static str,
-        removes: bool,
-        send: F,
-    ) -> Result<WriteOutcome, AwsError>
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
-    {
-        self.write_with(operation, removes, true, send).await
-    }
-
-    /// [`Aws::write`]; without `retry_unanswered`, an attempt that may have
-    /// been applied without an answer ends it with [`AwsError::Unanswered`],
-    /// for the caller to look before sending again.
-    async fn write_with<T, E, F, Fut>(
         &self,
         operation: &'static str,
         removes: bool,

@@ -679,29 +679,7 @@ fn safety_nothing_changes_over_the_cap_or_without_approval() {
     assert_state(&account.state(), &before, "nothing may change");
 
     // A crash mid-apply leaves an intent without a result; the next run reports it.
-    {
-        let mut journal =
-            engine_journal::Journal::open(&account.dir.join(".engine")).expect("journal");
-        // Owned by a process that is gone, as after a crash.
-        let dead = engine_journal::RunOwner {
-            pid: i32::MAX as u32,
-            ..engine_journal::RunOwner::current()
-        };
-        let run = journal
-            .start_run_owned_by("apply", "policies", &[], &dead)
-            .expect("run");
-        let action = engine_core::PlannedAction {
-            policy: "rotate".into(),
-            action: engine_core::ActionKind::DeleteAccessKey,
-            user: "user-0001".into(),
-            arn: "arn:aws:iam::123456789012:user/user-0001".into(),
-            credential: engine_core::Credential::AccessKey1,
-            key_id: Some("AKIACRASHED".into()),
-            finding: 0,
-            reason: None,
-        };
-        journal.intent(run, &action).expect("intent");
-    }
+    engine_testkit::crashed_run(&account.dir.join(".engine"), "user-0001", "AKIACRASHED");
     let out = account.engine(&["apply", &account.policies(), "--auto-approve"]);
     assert_code(&out, 0);
     assert!(

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use engine_journal::{Journal, RunOwner, StateLock};
+use engine_journal::{Journal, StateLock};
 use engine_testkit::{Moto, SeedUser};
 
 const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
@@ -233,29 +233,9 @@ fn apply_waits_for_the_lock_with_lock_timeout() {
     assert_code(&out, 0);
 }
 
-/// A run left `running` by a process that is gone, with an intent that has
-/// no result, as after a crash mid-apply. Returns the run's id.
+/// A crash mid-apply, in this account's journal. Returns the run's id.
 fn crashed_run(account: &Account) -> i64 {
-    let mut journal = Journal::open(&account.state()).expect("journal");
-    let dead = RunOwner {
-        pid: i32::MAX as u32,
-        ..RunOwner::current()
-    };
-    let run = journal
-        .start_run_owned_by("apply", "policies", &[], &dead)
-        .expect("run");
-    let action = engine_core::PlannedAction {
-        policy: "rotate".into(),
-        action: engine_core::ActionKind::DeleteAccessKey,
-        user: "alice".into(),
-        arn: "arn:aws:iam::123456789012:user/alice".into(),
-        credential: engine_core::Credential::AccessKey1,
-        key_id: Some("AKIACRASHED".into()),
-        finding: 0,
-        reason: None,
-    };
-    journal.intent(run, &action).expect("intent");
-    run
+    engine_testkit::crashed_run(&account.state(), "alice", "AKIACRASHED")
 }
 
 #[test]

@@ -405,6 +405,32 @@ impl Drop for Moto {
     }
 }
 
+/// A run left `running` in the journal under `state` by a process that is
+/// gone, with a delete of `user`'s key `key_id` journaled as an intent and no
+/// result: what a crash mid-apply leaves. Returns the run's id.
+pub fn crashed_run(state: &std::path::Path, user: &str, key_id: &str) -> i64 {
+    let mut journal = engine_journal::Journal::open(state).expect("journal");
+    let dead = engine_journal::RunOwner {
+        pid: i32::MAX as u32,
+        ..engine_journal::RunOwner::current()
+    };
+    let run = journal
+        .start_run_owned_by("apply", "policies", &[], &dead)
+        .expect("run");
+    let action = engine_core::PlannedAction {
+        policy: "rotate".into(),
+        action: engine_core::ActionKind::DeleteAccessKey,
+        user: user.into(),
+        arn: format!("arn:aws:iam::{ACCOUNT_ID}:user/{user}"),
+        credential: engine_core::Credential::AccessKey1,
+        key_id: Some(key_id.into()),
+        finding: 0,
+        reason: None,
+    };
+    journal.intent(run, &action).expect("intent");
+    run
+}
+
 /// The workspace root: this crate lives in `runtime/testkit`.
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
