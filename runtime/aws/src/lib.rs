@@ -7,20 +7,25 @@
 //! the SDK's standard retry strategy (throttling, 5xx and dropped connections
 //! are retried with backoff), and writes are idempotent: `NoSuchEntity` on a
 //! delete means the thing is already gone, which is what was wanted.
+//!
+//! An optional [`RequestObserver`] is told about every HTTP attempt, retries
+//! included, by operation and [`RequestOutcome`], for request metrics.
 
 mod error;
+mod observe;
 mod report;
 
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
-use aws_sdk_iam::config::ProvideCredentials;
 use aws_sdk_iam::config::http::HttpResponse;
+use aws_sdk_iam::config::{ProvideCredentials, SharedInterceptor};
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::types::StatusType;
 use chrono::{DateTime, Utc};
 
 pub use error::AwsError;
+pub use observe::{RequestObserver, RequestOutcome};
 pub use report::{Backoff, FetchedReport, ReportProgress, should_reuse};
 
 /// How to connect: which credentials and region, and how patient to be.
@@ -44,6 +49,11 @@ pub struct AwsOptions {
     /// The first retry delay of an API call; it doubles per attempt, with
     /// jitter, up to 20 s (default 1 s).
     pub initial_backoff: Duration,
+    /// Told about every HTTP attempt: operation name (e.g. `"ListAccessKeys"`)
+    /// and outcome. Every attempt counts, retries included (the SDK's and the
+    /// adapter's own): a call throttled once and then answered is reported as
+    /// `Throttled`, then `Ok`. None by default.
+    pub observer: Option<std::sync::Arc<dyn RequestObserver>>,
 }
 
 impl Default for AwsOptions {
@@ -56,6 +66,7 @@ impl Default for AwsOptions {
             report_max_wait: Duration::from_secs(5 * 60),
             max_attempts: 8,
             initial_backoff: Duration::from_secs(1),
+            observer: None,
         }
     }
 }
@@ -154,7 +165,8 @@ impl Aws {
 
     /// Use an already loaded SDK configuration (for callers that build their
     /// own, e.g. with assumed-role credentials). Retry and timeout settings
-    /// come from `opts`; `opts.profile`, `region` and `endpoint_url` are ignored.
+    /// and the request observer come from `opts`; `opts.profile`, `region`
+    /// and `endpoint_url` are ignored.
     pub async fn from_sdk_config(config: &SdkConfig, opts: &AwsOptions) -> Result<Aws, AwsError> {
         let Some(provider) = config.credentials_provider() else {
             return Err(AwsError::Credentials {
@@ -182,13 +194,20 @@ impl Aws {
             builder.set_region(Some(Region::from_static(FALLBACK_REGION)));
         }
         let config = builder.build();
-        let writes = aws_sdk_iam::config::Builder::from(&config)
-            .retry_config(RetryConfig::disabled())
-            .build();
+        // The observer is registered on every client: it is per service
+        // config, not part of the shared `SdkConfig`.
+        let observe = opts.observer.clone().map(observe::ObserveRequests);
+        let mut iam = aws_sdk_iam::config::Builder::from(&config);
+        let mut sts = aws_sdk_sts::config::Builder::from(&config);
+        if let Some(observe) = &observe {
+            iam.push_interceptor(SharedInterceptor::new(observe.clone()));
+            sts.push_interceptor(SharedInterceptor::new(observe.clone()));
+        }
+        let writes = iam.clone().retry_config(RetryConfig::disabled()).build();
         Ok(Aws {
-            iam: aws_sdk_iam::Client::new(&config),
+            iam: aws_sdk_iam::Client::from_conf(iam.build()),
             iam_writes: aws_sdk_iam::Client::from_conf(writes),
-            sts: aws_sdk_sts::Client::new(&config),
+            sts: aws_sdk_sts::Client::from_conf(sts.build()),
             config,
             opts: opts.clone(),
         })
