@@ -7,20 +7,14 @@ use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
 use engine_core::plan::Plan;
 use engine_core::policy::{self, PolicyErrors};
 
-use crate::live::{self, Snapshot};
-use crate::render::{self, Document, Source};
-use crate::{CheckArgs, Format, SourceArgs, exit, pipeline, plugins, saved};
+use engine_run::{Plugins, Prepared, Request, SourceSpec, saved};
 
-/// Policies, snapshot and plan: everything `check` and `apply` share.
-pub struct Prepared {
-    pub snapshot: Snapshot,
-    pub plan: Plan,
-    pub doc: Document,
-}
+use crate::render::{self, Document};
+use crate::{CheckArgs, Format, SourceArgs, exit};
 
-/// Load the policies, take the snapshot and plan. On failure, the error has
-/// been printed and the exit code is returned.
-pub async fn prepare(dir: &Path, args: &SourceArgs, dry_run: bool) -> Result<Prepared, u8> {
+/// Load the policies and their plugins, take the snapshot and plan. On
+/// failure, the error has been printed and the exit code is returned.
+pub async fn prepare(dir: &Path, args: &SourceArgs) -> Result<Prepared, u8> {
     let set = match policy::load_dir(dir) {
         Ok(set) => set,
         Err(errors) => {
@@ -28,56 +22,30 @@ pub async fn prepare(dir: &Path, args: &SourceArgs, dry_run: bool) -> Result<Pre
             return Err(exit::POLICY_ERROR);
         }
     };
-    let now = args.now.unwrap_or_else(chrono::Utc::now);
-    let mut snapshot = live::snapshot(&set, args, now).await.map_err(|e| {
-        eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
+    let fail = |e: String| {
+        eprintln!("error: {}", engine_core::text::for_terminal(&e));
         exit::ERROR
-    })?;
-    tracing::info!(
-        policies = set.policies.len(),
-        users = snapshot.report.rows.len(),
-        source = %snapshot.source,
-        "evaluated"
-    );
-    let decider = plugins::WasmDecider::new(&set, now, dry_run).map_err(|e| {
-        eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
-        exit::ERROR
-    })?;
-    let live = snapshot.account.is_some();
-    let evaluated = std::mem::take(&mut snapshot.evaluated);
-    let plan = pipeline::plan(&set, evaluated, now, &decider, live);
-    let source = match &snapshot.account {
-        None => Source {
-            report: Some(snapshot.source.clone()),
-            ..Source::default()
-        },
-        Some(a) => Source {
-            report: None,
-            account: Some(a.identity.account.clone()),
-            identity: Some(a.identity.arn.clone()),
-            own_key_id: Some(a.identity.access_key_id.clone()).filter(|k| !k.is_empty()),
-            report_generated_at: snapshot.generated_at,
-            what_if: args.now.is_some(),
-            // Only a plan of a live account can be applied: say what it was made from.
-            policy_dir: Some(
-                std::path::absolute(dir)
-                    .unwrap_or_else(|_| dir.to_path_buf())
-                    .display()
-                    .to_string(),
-            ),
-            policy_digest: Some(saved::policy_digest(&set)),
-        },
     };
-    let doc = Document::new(&plan, source);
-    Ok(Prepared {
-        snapshot,
-        plan,
-        doc,
+    let plugins = Plugins::load(&set).map_err(fail)?;
+    let source = match &args.report {
+        Some(path) => SourceSpec::File(path.clone()),
+        None => SourceSpec::Account(args.account.options()),
+    };
+    engine_run::prepare(Request {
+        set: &set,
+        plugins: &plugins,
+        dir,
+        source: &source,
+        now: args.now.unwrap_or_else(chrono::Utc::now),
+        what_if: args.now.is_some(),
+        observer: None,
     })
+    .await
+    .map_err(fail)
 }
 
 pub async fn run(args: &CheckArgs) -> u8 {
-    let prepared = match prepare(&args.dir, &args.source, true).await {
+    let prepared = match prepare(&args.dir, &args.source).await {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -1,17 +1,13 @@
 //! `engine`: flags plus glue.
 //!
-//! The real work lives in the library crates (`engine-core`, `engine-wasm`,
-//! `engine-aws`); this binary parses what the user typed, resolves it into
+//! The real work lives in the library crates (`engine-run`, the executor,
+//! over `engine-core`, `engine-wasm`, `engine-aws` and `engine-journal`); this binary parses what the user typed, resolves it into
 //! those crates' objects, renders the result and maps it to an exit code.
 
 mod apply;
 mod check;
 mod history;
-mod live;
-mod pipeline;
-mod plugins;
 mod render;
-mod saved;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +88,21 @@ pub struct AccountArgs {
 
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+impl AccountArgs {
+    /// What the executor needs to reach the account.
+    pub fn options(&self) -> engine_run::AccountOptions {
+        engine_run::AccountOptions {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            report_max_age: self.report_max_age,
+            concurrency: self.concurrency,
+            max_attempts: self.max_attempts,
+            progress: true,
+            observer: None,
+        }
+    }
 }
 
 /// Where the journal lives.
@@ -242,6 +253,7 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .without_time()
+        .with_target(false)
         .with_ansi(ansi)
         .init();
 }

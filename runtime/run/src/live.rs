@@ -11,7 +11,6 @@ use engine_core::snapshot::{self, AccessKeyMeta, Own};
 use engine_core::{Finding, PolicySet};
 
 use crate::pipeline;
-use crate::{AccountArgs, SourceArgs};
 
 /// Everything the plan is made from.
 pub struct Snapshot {
@@ -35,12 +34,40 @@ pub struct Account {
     pub api_calls: u32,
 }
 
-pub fn aws_options(args: &AccountArgs) -> AwsOptions {
+/// How to reach the account: what `--profile`, `--region` and friends say.
+#[derive(Debug, Clone)]
+pub struct AccountOptions {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    /// Reuse the account's credential report if it is younger than this.
+    pub report_max_age: std::time::Duration,
+    /// AWS calls in flight at once (key lookups, re-checks, writes).
+    pub concurrency: u16,
+    /// Attempts per AWS call, the first included.
+    pub max_attempts: u32,
+    /// Show the credential report's progress on a terminal stderr (the
+    /// CLI); otherwise it is logged (the daemon).
+    pub progress: bool,
+    /// Told about every AWS request (the daemon's metrics).
+    pub observer: Option<std::sync::Arc<dyn engine_aws::RequestObserver>>,
+}
+
+/// Where the credentials come from.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// A credential report file: no account, nothing can be applied.
+    File(std::path::PathBuf),
+    /// The live account.
+    Account(AccountOptions),
+}
+
+pub fn aws_options(args: &AccountOptions) -> AwsOptions {
     AwsOptions {
         profile: args.profile.clone(),
         region: args.region.clone(),
         report_max_age: args.report_max_age,
         max_attempts: args.max_attempts,
+        observer: args.observer.clone(),
         ..AwsOptions::default()
     }
 }
@@ -48,32 +75,35 @@ pub fn aws_options(args: &AccountArgs) -> AwsOptions {
 /// Read the report file, or the live account when there is none.
 pub async fn snapshot(
     set: &PolicySet,
-    args: &SourceArgs,
+    source: &SourceSpec,
     now: DateTime<Utc>,
 ) -> Result<Snapshot, String> {
-    if let Some(path) = &args.report {
-        let bytes = std::fs::read(path)
-            .map_err(|e| format!("cannot read credential report {}: {e}", path.display()))?;
-        let report = CredentialReport::parse(&bytes).map_err(|e| {
-            format!(
-                "credential report {} rejected, nothing evaluated: {e}",
-                path.display()
-            )
-        })?;
-        let evaluated = pipeline::findings(set, &report, now);
-        return Ok(Snapshot {
-            report,
-            evaluated,
-            account: None,
-            source: path.display().to_string(),
-            generated_at: None,
-        });
-    }
-    let aws = connect(&args.account).await?;
-    live(set, aws, now, &args.account).await
+    let args = match source {
+        SourceSpec::Account(args) => args,
+        SourceSpec::File(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read credential report {}: {e}", path.display()))?;
+            let report = CredentialReport::parse(&bytes).map_err(|e| {
+                format!(
+                    "credential report {} rejected, nothing evaluated: {e}",
+                    path.display()
+                )
+            })?;
+            let evaluated = pipeline::findings(set, &report, now);
+            return Ok(Snapshot {
+                report,
+                evaluated,
+                account: None,
+                source: path.display().to_string(),
+                generated_at: None,
+            });
+        }
+    };
+    let aws = connect(args).await?;
+    live(set, aws, now, args).await
 }
 
-pub async fn connect(args: &AccountArgs) -> Result<Aws, String> {
+pub async fn connect(args: &AccountOptions) -> Result<Aws, String> {
     Aws::connect(&aws_options(args))
         .await
         .map_err(|e| format!("cannot connect to AWS: {e}"))
@@ -83,7 +113,7 @@ async fn live(
     set: &PolicySet,
     aws: Aws,
     now: DateTime<Utc>,
-    args: &AccountArgs,
+    args: &AccountOptions,
 ) -> Result<Snapshot, String> {
     let concurrency = usize::from(args.concurrency);
     let identity = aws
@@ -92,7 +122,7 @@ async fn live(
         .map_err(|e| format!("cannot tell who the engine runs as (GetCallerIdentity): {e}"))?;
     tracing::info!(account = %identity.account, arn = %identity.arn, key = %identity.access_key_id, "connected");
     let own = own_credentials(&identity);
-    let tty = std::io::stderr().is_terminal();
+    let tty = args.progress && std::io::stderr().is_terminal();
     let progress = move |p: ReportProgress| {
         let line = match p {
             ReportProgress::Generating => "asking AWS to generate a credential report".to_string(),
@@ -209,9 +239,9 @@ pub fn check_clock(
 pub fn own_credentials(identity: &Identity) -> Own {
     let own = Own::from_arn(&identity.arn, &identity.access_key_id);
     if own.user.is_none() {
-        eprintln!(
-            "note: running as {}, not as an IAM user: the engine protects the key it runs with, but cannot tell which user's keys the role is assumed from; list them in the policies' protect_access_keys (or exempt_users)",
-            engine_core::text::for_terminal(&identity.arn)
+        tracing::warn!(
+            "running as {}, not as an IAM user: the engine protects the key it runs with, but cannot tell which user's keys the role is assumed from; list them in the policies' protect_access_keys (or exempt_users)",
+            identity.arn
         );
     }
     own

@@ -19,15 +19,25 @@ use engine_wasm::{Host, Invocation, Plugin, PluginError};
 
 use crate::pipeline::Decider;
 
-pub struct WasmDecider {
-    plugins: BTreeMap<String, Result<Plugin, PluginError>>,
-    now: DateTime<Utc>,
+/// Told about every plugin call (the daemon's metrics).
+pub trait PluginObserver: Send + Sync {
+    /// A call that returned a decision, and how long it took.
+    fn called(&self, plugin: &str, elapsed: std::time::Duration);
+    /// A load or call that failed, by kind (`load`, `trap`, `timeout`, ...).
+    fn failed(&self, plugin: &str, kind: &str);
 }
 
-impl WasmDecider {
-    /// Compile the plugins of `set`. `_dry_run` (check or apply) is not
-    /// passed to the plugins: they must decide the same way in both.
-    pub fn new(set: &PolicySet, now: DateTime<Utc>, _dry_run: bool) -> Result<WasmDecider, String> {
+/// The plugins of a policy set, compiled once: `check` and `apply` load
+/// them per run; the daemon loads them when it (re)loads its configuration
+/// and uses them for every run until the next reload.
+pub struct Plugins {
+    plugins: BTreeMap<String, Result<Plugin, PluginError>>,
+}
+
+impl Plugins {
+    /// Compile the plugins of `set`. A plugin that fails to load is kept as
+    /// its error: it fails the policies that use it, not the others.
+    pub fn load(set: &PolicySet) -> Result<Plugins, String> {
         let host = Host::new().map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
         // Compile the plugins side by side: compilation is most of a small
         // check's time. A load failure is reported by each policy that uses it.
@@ -50,24 +60,61 @@ impl WasmDecider {
                 })
                 .collect()
         });
-        Ok(WasmDecider { plugins, now })
+        Ok(Plugins { plugins })
+    }
+
+    /// The plugins that failed to load.
+    pub fn errors(&self) -> impl Iterator<Item = &PluginError> {
+        self.plugins.values().filter_map(|p| p.as_ref().err())
+    }
+
+    /// A decider over these plugins for a run evaluated at `now`.
+    pub fn decider(&self, now: DateTime<Utc>) -> WasmDecider<'_> {
+        WasmDecider {
+            plugins: self,
+            now,
+            observer: None,
+        }
+    }
+}
+
+/// The production decider: a run's view of the loaded plugins.
+pub struct WasmDecider<'a> {
+    plugins: &'a Plugins,
+    now: DateTime<Utc>,
+    observer: Option<&'a dyn PluginObserver>,
+}
+
+impl<'a> WasmDecider<'a> {
+    /// Report every call to `observer`.
+    pub fn observed(mut self, observer: &'a dyn PluginObserver) -> WasmDecider<'a> {
+        self.observer = Some(observer);
+        self
     }
 
     /// What a policy's plugin is given for `findings`: the same in every mode.
-    fn invocation<'a>(&self, policy: &'a Policy, findings: &[Finding]) -> Invocation<'a> {
+    fn invocation<'p>(&self, policy: &'p Policy, findings: &[Finding]) -> Invocation<'p> {
         Invocation::new(policy, self.now, findings)
     }
 }
 
-impl Decider for WasmDecider {
+impl Decider for WasmDecider<'_> {
     fn decide(
         &self,
         policy: &Policy,
         findings: &[Finding],
     ) -> Result<Vec<Proposal>, PolicyFailure> {
-        let plugin = match self.plugins.get(&policy.action) {
+        let failed = |kind: engine_core::FailureKind| {
+            if let Some(o) = self.observer {
+                o.failed(&policy.action, kind.as_str());
+            }
+        };
+        let plugin = match self.plugins.plugins.get(&policy.action) {
             Some(Ok(p)) => p,
-            Some(Err(e)) => return Err(e.to_failure()),
+            Some(Err(e)) => {
+                failed(e.kind());
+                return Err(e.to_failure());
+            }
             None => {
                 return Err(PolicyFailure {
                     kind: engine_core::FailureKind::Load,
@@ -76,7 +123,13 @@ impl Decider for WasmDecider {
             }
         };
         let inv = self.invocation(policy, findings);
-        let decision = plugin.decide(&inv, findings).map_err(|e| e.to_failure())?;
+        let decision = plugin.decide(&inv, findings).map_err(|e| {
+            failed(e.kind());
+            e.to_failure()
+        })?;
+        if let Some(o) = self.observer {
+            o.called(&policy.action, decision.elapsed);
+        }
         tracing::info!(
             invocation = %inv.invocation_id,
             plugin = %policy.action,
@@ -138,10 +191,12 @@ mod tests {
             .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
             .single()
             .unwrap_or_default();
-        let check = WasmDecider::new(&set, now, true).expect("check decider");
+        let check = Plugins::load(&set).expect("check plugins");
+        let check = check.decider(now);
         // A later process (other pid, other clock) in apply mode.
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let apply = WasmDecider::new(&set, now, false).expect("apply decider");
+        let apply = Plugins::load(&set).expect("apply plugins");
+        let apply = apply.decider(now);
         let policy = &set.policies[0];
         let findings = [finding("alice", 120), finding("bob", 200)];
         let (c, a) = (

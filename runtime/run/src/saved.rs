@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use engine_core::policy::{PluginSource, PolicySet};
 
-use crate::render::Document;
+use crate::document::Document;
 
 /// The key file in the state directory.
 pub const KEY_FILE: &str = "plan.key";

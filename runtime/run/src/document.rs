@@ -1,0 +1,222 @@
+//! The plan as one document: what `check --format json` prints, `check
+//! --out` saves, `apply` re-reads and the daemon serves on `/v1/plan`.
+
+use chrono::{DateTime, Utc};
+use engine_core::plan::{FailureKind, Plan, PlannedAction, PolicyPlan, Refusal, Summary};
+use engine_core::{ActionKind, Finding, Mode, PolicyFailure, Rule};
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON document (`format_version`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The JSON document `check --format json` prints and `--out` saves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Document {
+    pub format_version: u32,
+    /// When the rules were evaluated.
+    pub now: DateTime<Utc>,
+    /// Where the credentials came from.
+    pub source: Source,
+    pub policies: Vec<PolicyEntry>,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<ActionEntry>,
+    pub refused: Vec<RefusalEntry>,
+    pub errors: Vec<ErrorEntry>,
+    pub summary: Summary,
+    /// HMAC-SHA256 of the saved plan under the state directory's key: `apply
+    /// PLAN` refuses an edited or foreign plan. Only in files saved with `--out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Source {
+    /// The report file, when read from one.
+    pub report: Option<String>,
+    /// The account id, when read from a live account.
+    pub account: Option<String>,
+    /// The identity the engine ran as (ARN), when known.
+    pub identity: Option<String>,
+    /// The access key id the engine ran with, when known (never acted on).
+    pub own_key_id: Option<String>,
+    /// When AWS generated the credential report (live account).
+    #[serde(default)]
+    pub report_generated_at: Option<DateTime<Utc>>,
+    /// The policy directory the plan was made from (absolute).
+    #[serde(default)]
+    pub policy_dir: Option<String>,
+    /// sha256 over the engine version, the policy files and the plugins they
+    /// use: `apply PLAN` refuses a plan whose policies or plugins changed.
+    #[serde(default)]
+    pub policy_digest: Option<String>,
+    /// `--now` was given against a live account: a what-if, never saved or applied.
+    #[serde(default)]
+    pub what_if: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyEntry {
+    pub name: String,
+    pub rule: Rule,
+    pub mode: Mode,
+    pub plugin: String,
+    pub failure: Option<PolicyFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionEntry {
+    pub policy: String,
+    pub action: ActionKind,
+    pub user: String,
+    pub arn: String,
+    pub credential: engine_core::Credential,
+    pub key_id: Option<String>,
+    /// Index into the document's `findings`.
+    pub finding: usize,
+    pub reason: Option<String>,
+    /// False for `mode = "report"` policies, `none` actions and superseded ones: never applied.
+    pub applies: bool,
+    /// A deactivation of a key that another policy deletes in the same run.
+    pub superseded: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusalEntry {
+    #[serde(flatten)]
+    pub refusal: Refusal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    pub policy: String,
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Document {
+    pub fn new(plan: &Plan, source: Source) -> Document {
+        let mut findings = Vec::new();
+        let mut actions = Vec::new();
+        let mut refused = Vec::new();
+        let mut errors = Vec::new();
+        let mut policies = Vec::new();
+        let superseded = plan.superseded();
+        for (pi, p) in plan.policies.iter().enumerate() {
+            let offset = findings.len();
+            findings.extend(p.findings.iter().cloned());
+            actions.extend(p.actions.iter().enumerate().map(|(ai, a)| {
+                let sup = superseded.contains(&(pi, ai));
+                ActionEntry {
+                    policy: a.policy.clone(),
+                    action: a.action,
+                    user: a.user.clone(),
+                    arn: a.arn.clone(),
+                    credential: a.credential,
+                    key_id: a.key_id.clone(),
+                    finding: offset + a.finding,
+                    reason: a.reason.clone(),
+                    applies: p.mode == Mode::Enforce && a.action.mutates() && !sup,
+                    superseded: sup,
+                }
+            }));
+            refused.extend(p.refused.iter().map(|r| {
+                let mut r = r.clone();
+                r.finding += offset;
+                RefusalEntry { refusal: r }
+            }));
+            if let Some(f) = &p.failure {
+                errors.push(ErrorEntry {
+                    policy: p.policy.clone(),
+                    kind: f.kind,
+                    message: f.message.clone(),
+                });
+            }
+            policies.push(PolicyEntry {
+                name: p.policy.clone(),
+                rule: p.rule,
+                mode: p.mode,
+                plugin: p.plugin.clone(),
+                failure: p.failure.clone(),
+            });
+        }
+        Document {
+            format_version: FORMAT_VERSION,
+            now: plan.now,
+            source,
+            policies,
+            findings,
+            actions,
+            refused,
+            errors,
+            summary: plan.summary(),
+            mac: None,
+        }
+    }
+
+    /// Rebuild the plan this document was made from.
+    pub fn to_plan(&self) -> Result<Plan, String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "plan format_version {} is not supported (this engine reads {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        let mut policies = Vec::new();
+        for entry in &self.policies {
+            let idx: Vec<usize> = (0..self.findings.len())
+                .filter(|&i| *self.findings[i].policy == *entry.name)
+                .collect();
+            let local = |global: usize| idx.iter().position(|&i| i == global);
+            let mut actions = Vec::new();
+            for a in self.actions.iter().filter(|a| a.policy == entry.name) {
+                let finding = local(a.finding).ok_or_else(|| {
+                    format!(
+                        "action on {} {} names finding {} of another policy",
+                        a.user, a.credential, a.finding
+                    )
+                })?;
+                let f = &self.findings[a.finding];
+                if *f.user != *a.user || f.credential != a.credential || f.key_id != a.key_id {
+                    return Err(format!(
+                        "action on {} {} does not match its finding {}",
+                        a.user, a.credential, a.finding
+                    ));
+                }
+                actions.push(PlannedAction {
+                    policy: a.policy.clone(),
+                    action: a.action,
+                    user: a.user.clone(),
+                    arn: a.arn.clone(),
+                    credential: a.credential,
+                    key_id: a.key_id.clone(),
+                    finding,
+                    reason: a.reason.clone(),
+                });
+            }
+            let refused = self
+                .refused
+                .iter()
+                .filter(|r| r.refusal.policy == entry.name)
+                .map(|r| {
+                    let mut r = r.refusal.clone();
+                    r.finding = local(r.finding).unwrap_or(r.finding);
+                    r
+                })
+                .collect();
+            policies.push(PolicyPlan {
+                policy: entry.name.clone(),
+                rule: entry.rule,
+                mode: entry.mode,
+                plugin: entry.plugin.clone(),
+                findings: idx.iter().map(|&i| self.findings[i].clone()).collect(),
+                actions,
+                refused,
+                failure: entry.failure.clone(),
+            });
+        }
+        Ok(Plan {
+            now: self.now,
+            policies,
+        })
+    }
+}
