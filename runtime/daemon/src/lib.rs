@@ -92,6 +92,9 @@
 //! # Ok::<(), engine_daemon::ScheduleError>(())
 //! ```
 
+pub mod http;
+pub mod metrics;
+
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
