@@ -5,7 +5,9 @@ need three things moto's own `moto_server` does not give them: users whose
 credentials look old (backdated creation and last-use dates, which only moto's
 Python API can set), a count of the API calls the engine made, and faults
 (throttling, dropped connections) to prove that the engine's retries end in the
-right state.
+right state. It also keeps a log of every call (action, user, key id, status)
+and can slow calls down, so a test can interrupt an apply while writes are in
+flight and then count the writes each key received.
 
 Usage: `python server.py` binds 127.0.0.1 on a free port, prints `PORT <n>` as
 its first line on stdout, and serves until it is killed or its stdin closes
@@ -21,8 +23,15 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
                                 password_last_used, keys: [{id, status, created,
                                 last_used}]}]}
   GET  /_engine/calls         {Action: count} for IAM/STS calls since the last reset
-  POST /_engine/calls/reset   clears the counts
-  POST /_engine/faults        {throttle: 0.2, drop: 0.1, seed: 42, actions: [...]}
+  GET  /_engine/requests      [{action, user, key_id, status}]: every IAM/STS call since
+                              the last reset, in the order they arrived; `user` and
+                              `key_id` are the `UserName` and `AccessKeyId` parameters
+                              (null when absent); `status` is the HTTP status answered
+                              (moto's, 400 for an injected throttle), 0 when no answer
+                              was sent: a dropped call, or one still in flight
+  POST /_engine/calls/reset   clears the counts and the request log
+  POST /_engine/faults        {throttle: 0.2, drop: 0.1, seed: 42, actions: [...],
+                               latency_ms: 500}
                               `{}` turns faults off (and resets the counts below).
   GET  /_engine/faults        {throttled: n, dropped: n} injected since the last POST
   POST /_engine/report        {freeze: true, generated?: date} serves the report as it is
@@ -42,7 +51,13 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
 
 `faults` also takes `max: n`: inject at most n faults, then none; and
 `after_drop: [{op, ...}]`: mutations made once, right after the first dropped
-call was processed (someone acting while the answer is lost).
+call was processed (someone acting while the answer is lost); and `latency_ms: n`:
+delay the answer of every call that matches `actions` (all calls without it) by n
+milliseconds *after* moto processed it, so the write has happened while the caller
+still waits (a throttled call waits too, before its error; a dropped one before the
+hang-up). Latency is not a fault: it draws nothing from the random sequence and
+`max` does not count or limit it. The server is threaded: a delayed call holds up
+only itself, never other calls (nor the /_engine/ endpoints).
 
 Dates are RFC 3339 (`2020-01-02T03:04:05Z`). Faults are drawn from a
 `random.Random(seed)`, one draw per API call (in the order calls arrive), so a
@@ -69,6 +84,7 @@ import random
 import socket
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
@@ -354,7 +370,15 @@ class Faults:
             self.rng = random.Random(spec.get("seed", 0))
             self.max = spec.get("max")
             self.after_drop = list(spec.get("after_drop") or [])
+            self.latency = max(0.0, float(spec.get("latency_ms", 0))) / 1000.0
             self.injected = {"throttled": 0, "dropped": 0}
+
+    def delay(self, action: str) -> float:
+        """Seconds to hold the answer to `action` back (not a fault: no draw, no `max`)."""
+        with self.lock:
+            if self.actions is not None and action not in self.actions:
+                return 0.0
+            return self.latency
 
     def draw(self, action: str) -> str | None:
         with self.lock:
@@ -379,21 +403,42 @@ class Faults:
 
 
 class Calls:
+    """Counts of API calls by action, and the log of each call as it arrived."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        self.log: list[dict[str, Any]] = []
 
-    def count(self, action: str) -> None:
+    def record(self, action: str, params: dict[str, str]) -> dict[str, Any]:
+        """Count a call and log it, unanswered; `answered` fills in its status."""
+        entry = {
+            "action": action,
+            "user": params.get("UserName"),
+            "key_id": params.get("AccessKeyId"),
+            "status": None,
+        }
         with self.lock:
             self.counts[action] = self.counts.get(action, 0) + 1
+            self.log.append(entry)
+        return entry
+
+    def answered(self, entry: dict[str, Any], status: int) -> None:
+        with self.lock:
+            entry["status"] = status
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
             return dict(self.counts)
 
+    def requests(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(entry, status=entry["status"] or 0) for entry in self.log]
+
     def reset(self) -> None:
         with self.lock:
             self.counts.clear()
+            self.log.clear()
 
 
 THROTTLE_BODY = (
@@ -412,7 +457,7 @@ class DroppedConnection(ConnectionResetError):
 
 
 class EngineApp:
-    """WSGI middleware in front of moto: test endpoints, call counts, faults."""
+    """WSGI middleware in front of moto: test endpoints, call log, faults, latency."""
 
     def __init__(self, moto: Any) -> None:
         self.moto = moto
@@ -427,29 +472,35 @@ class EngineApp:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else b""
         environ["wsgi.input"] = io.BytesIO(body)
-        action = self.action(environ, body)
+        params = self.params(environ, body)
+        action = params.get("Action")
         if action is None:
             return self.moto(environ, start_response)
 
-        self.calls.count(action)
+        entry = self.calls.record(action, params)
         fault = self.faults.draw(action)
+        delay = self.faults.delay(action)
         if fault == "throttle":
+            self.wait(delay)
+            self.calls.answered(entry, 400)
             start_response(
                 "400 Bad Request",
                 [("Content-Type", "text/xml"), ("Content-Length", str(len(THROTTLE_BODY)))],
             )
             return [THROTTLE_BODY]
+
+        try:
+            status, headers, answer = self.run_moto(environ)
+        except BaseException:
+            self.calls.answered(entry, 500)
+            raise
         if fault == "drop":
-            # Let moto do the work, then hang up without a word.
-            response = self.moto(environ, lambda *args, **kwargs: None)
-            for _ in response:
-                pass
-            if hasattr(response, "close"):
-                response.close()
+            # moto did the work; hang up without a word.
             # Someone changes the account while the answer is lost (once).
             with self.faults.lock:
                 then, self.faults.after_drop = self.faults.after_drop, []
             mutate(then)
+            self.wait(delay)
             sock = environ.get("werkzeug.socket")
             if sock is not None:
                 try:
@@ -457,15 +508,44 @@ class EngineApp:
                 except OSError:
                     pass
             raise DroppedConnection("engine test server dropped this call on purpose")
-        return self.moto(environ, start_response)
+        self.wait(delay)
+        self.calls.answered(entry, int(status.split(" ", 1)[0]))
+        start_response(status, headers)
+        return [answer]
+
+    def run_moto(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Let moto answer the call, in full: (status line, headers, body)."""
+        answer: dict[str, Any] = {"status": "500 Internal Server Error", "headers": []}
+        chunks: list[bytes] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            answer["status"], answer["headers"] = status, headers
+            return chunks.append
+
+        response = self.moto(environ, capture)
+        try:
+            for chunk in response:
+                chunks.append(chunk)
+        finally:
+            if hasattr(response, "close"):
+                response.close()
+        return answer["status"], answer["headers"], b"".join(chunks)
 
     @staticmethod
-    def action(environ: dict[str, Any], body: bytes) -> str | None:
+    def wait(seconds: float) -> None:
+        # Only this request's thread sleeps: the server runs a thread per request.
+        if seconds > 0:
+            time.sleep(seconds)
+
+    @staticmethod
+    def params(environ: dict[str, Any], body: bytes) -> dict[str, str]:
+        """The call's query parameters (form body first, then the URL's), first values."""
+        params: dict[str, str] = {}
         for source in (body.decode("utf-8", "replace"), environ.get("QUERY_STRING", "")):
-            values = parse_qs(source).get("Action")
-            if values:
-                return values[0]
-        return None
+            for name, values in parse_qs(source).items():
+                if values and name not in params:
+                    params[name] = values[0]
+        return params
 
     def engine_endpoint(
         self, environ: dict[str, Any], start_response: StartResponse, name: str
@@ -481,6 +561,8 @@ class EngineApp:
                 result = state()
             elif method == "GET" and name == "calls":
                 result = self.calls.snapshot()
+            elif method == "GET" and name == "requests":
+                result = self.calls.requests()
             elif method == "POST" and name == "calls/reset":
                 self.calls.reset()
                 result = {}

@@ -4,8 +4,9 @@
 //! one server process per [`Moto`], so tests have isolated state and run in
 //! parallel. The server adds test-only endpoints that this module wraps:
 //! seeding users with backdated dates, the IAM state for before/after
-//! comparisons, API call counts, and fault injection (throttling, dropped
-//! connections).
+//! comparisons, API call counts and a log of each call ([`Moto::requests`]),
+//! fault injection (throttling, dropped connections) and slow answers
+//! ([`Moto::faults_with_latency`]).
 //!
 //! The Python comes from `ENGINE_TEST_PYTHON`, which `scripts/test` sets after
 //! installing moto into `.venv`. Without it the test fails with a message that
@@ -190,6 +191,21 @@ pub struct Faults {
     pub after_drop: Vec<Mutation>,
 }
 
+/// One IAM/STS API call the server received ([`Moto::requests`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Request {
+    /// The action: `DeleteAccessKey`, `ListAccessKeys`, ...
+    pub action: String,
+    /// The call's `UserName` parameter, if it had one.
+    pub user: Option<String>,
+    /// The call's `AccessKeyId` parameter, if it had one.
+    pub key_id: Option<String>,
+    /// The HTTP status answered: moto's, 400 for an injected throttle, and 0
+    /// when no answer was sent: a dropped call, or one still in flight (being
+    /// delayed by latency) when the log was read.
+    pub status: u16,
+}
+
 /// Temporary credentials of an assumed role.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AssumedRole {
@@ -313,13 +329,42 @@ impl Moto {
         self.calls().values().sum()
     }
 
+    /// Every IAM/STS call since start or the last [`Moto::reset_calls`], in
+    /// the order the server received them, injected faults included.
+    pub fn requests(&self) -> Vec<Request> {
+        self.get("requests")
+    }
+
+    /// Clears the call counts and the request log.
     pub fn reset_calls(&self) {
         let _: serde_json::Value = self.post("calls/reset", &serde_json::json!({}));
     }
 
-    /// Inject faults from now on; `Faults::default()` turns them off.
+    /// Inject faults from now on; `Faults::default()` turns them off (and
+    /// any latency).
     pub fn faults(&self, faults: &Faults) {
         let _: serde_json::Value = self.post("faults", faults);
+    }
+
+    /// As [`Moto::faults`], and also hold back the answer to every call that
+    /// matches `faults.actions` (every call when `None`) by `latency`, *after*
+    /// moto processed it: the write has happened while the caller still
+    /// waits, so an apply can be interrupted with writes in flight. A
+    /// throttled call waits before its error, a dropped one before the
+    /// hang-up. Latency is not a fault: it draws nothing from the seeded
+    /// sequence and `faults.max` neither counts nor limits it. The server
+    /// answers each call on its own thread, so concurrent delayed calls wait
+    /// side by side, not one after another.
+    ///
+    /// `Moto::faults_with_latency(&Faults::default(), latency)` slows every
+    /// call without faults; [`Moto::faults`] turns the latency off again.
+    pub fn faults_with_latency(&self, faults: &Faults, latency: Duration) {
+        let mut body = serde_json::to_value(faults).expect("faults serialize");
+        if let Some(fields) = body.as_object_mut() {
+            let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+            fields.insert("latency_ms".into(), ms.into());
+        }
+        let _: serde_json::Value = self.post("faults", &body);
     }
 
     /// Serve the credential report as it is now, stamped `generated` (default
