@@ -25,32 +25,12 @@ impl StateArgs {
     /// The retention cutoff as of `now`: runs that finished before it may be
     /// pruned. `None` when retention is off (or reaches before the calendar).
     pub fn retention_cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.journal_retention.is_zero() {
-            return None;
-        }
-        let keep = chrono::Duration::from_std(self.journal_retention).ok()?;
-        now.checked_sub_signed(keep)
+        engine_run::retention_cutoff(self.journal_retention, now)
     }
 
     /// Open the journal in `--state`, then prune it per `--journal-retention`.
-    /// A failed prune is logged as a warning, not an error: the journal is
-    /// still usable, and the next run prunes again.
     pub fn open_journal(&self) -> Result<Journal, JournalError> {
-        let mut journal = Journal::open(&self.state)?;
-        if let Some(cutoff) = self.retention_cutoff(Utc::now()) {
-            match journal.prune(cutoff) {
-                Ok(s) if s.runs > 0 => tracing::info!(
-                    "journal: pruned {} runs finished before {} ({} actions, {} findings)",
-                    s.runs,
-                    stamp(cutoff),
-                    s.actions,
-                    s.findings
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("the journal was not pruned: {e}"),
-            }
-        }
-        Ok(journal)
+        engine_run::open_journal(&self.state, self.journal_retention)
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod apply;
 mod check;
+mod daemon;
 mod history;
 mod render;
 
@@ -57,6 +58,17 @@ enum Command {
     /// Every action is journaled before it is sent. `mode = "report"`
     /// policies never act.
     Apply(ApplyArgs),
+    /// Run the policies on their schedules, until stopped (SIGTERM, SIGINT).
+    ///
+    /// Policies with `schedule = "..."` (cron with seconds, in UTC) run when
+    /// due; policies due at the same instant share one run. `enforce`
+    /// policies act as `apply --auto-approve` would, `report` policies only
+    /// plan; every run is journaled as `scheduled`. A tick that comes due
+    /// while a run is in progress is skipped, not queued. SIGHUP, or a change
+    /// to the policy files (or a plugin file they name), reloads: the new
+    /// configuration is validated whole and replaces the old one only if it
+    /// loads. Serves /healthz, /readyz, /metrics, /v1/status and /v1/plan.
+    Daemon(DaemonArgs),
     /// List recent runs and their actions from the journal.
     History(HistoryArgs),
 }
@@ -197,6 +209,51 @@ pub struct ApplyArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 stopped cleanly, 1 runtime error (state locked, address in use, shutdown timeout exceeded), 78 policy error at start."
+)]
+pub struct DaemonArgs {
+    /// Directory of policy files (every *.toml in it, not recursive).
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+
+    /// Where to serve the HTTP endpoints (health, readiness, metrics, status, plan).
+    ///
+    /// Loopback by default. Any other address needs --token-file: /v1/*
+    /// shows user names and requires the bearer token; /healthz, /readyz and
+    /// /metrics stay open.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+
+    /// File holding the bearer token /v1/* requires (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Log format on stderr: text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// On SIGTERM/SIGINT, how long to wait for writes already sent before
+    /// exiting anyway (exit 1).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+
+    /// How long to wait for another engine's lock on the state directory; 0: fail at once.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per line (run, policy, user, key_id, action, outcome fields).
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
     #[command(flatten)]
     pub state: StateArgs,
@@ -237,14 +294,29 @@ fn parse_now(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-11-28T00:00:00Z)"))
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+fn init_logging(verbose: u8, daemon: Option<LogFormat>) {
+    // A daemon's log is its record: info by default.
+    let default = match (verbose, daemon.is_some()) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if let Some(format) = daemon {
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false);
+        match format {
+            LogFormat::Json => builder.json().flatten_event(true).init(),
+            LogFormat::Text => builder
+                .fmt_fields(render::LogFields)
+                .with_ansi(false)
+                .init(),
+        }
+        return;
+    }
     // Colours on stderr as on stdout (anstream): NO_COLOR, CLICOLOR(_FORCE), a terminal.
     let ansi = anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never;
     tracing_subscriber::fmt()
@@ -260,7 +332,14 @@ fn init_logging(verbose: u8) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let daemon = match &cli.command {
+        Command::Daemon(args) => Some(args.log_format),
+        _ => None,
+    };
+    init_logging(cli.verbose, daemon);
+    if let Command::Daemon(args) = &cli.command {
+        return ExitCode::from(daemon::run(args));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -276,6 +355,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check::run(&args).await,
             Command::Apply(args) => apply::run(&args).await,
             Command::History(args) => history::run(&args),
+            Command::Daemon(_) => exit::ERROR,
         }
     });
     ExitCode::from(code)

@@ -218,6 +218,18 @@ impl PolicyErrors {
         out
     }
 
+    /// Each diagnostic rendered as plain text (no colour), in order.
+    pub fn rendered(&self) -> Vec<String> {
+        let config = codespan_reporting::term::Config::default();
+        self.diagnostics
+            .iter()
+            .map(|d| {
+                codespan_reporting::term::emit_into_string(&config, &self.files, d)
+                    .unwrap_or_else(|_| d.message.clone())
+            })
+            .collect()
+    }
+
     /// The stable codes of the diagnostics, in order.
     pub fn codes(&self) -> Vec<&str> {
         self.diagnostics

@@ -92,8 +92,10 @@
 //! # Ok::<(), engine_daemon::ScheduleError>(())
 //! ```
 
+pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod service;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;

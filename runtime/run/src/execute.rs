@@ -300,7 +300,7 @@ async fn execute_batch(
 
 /// Journal an action that is not started because the engine is stopping.
 fn not_started(journal: &Mutex<Journal>, run: i64, a: &PlannedAction) -> ActionResult {
-    tracing::info!(user = %a.user, action = %a.action, key = ?a.key_id, outcome = "skipped", "{STOPPING}");
+    tracing::info!(run, policy = %a.policy, user = %a.user, key_id = a.key_id.as_deref().unwrap_or("-"), action = %a.action, outcome = "skipped", "{STOPPING}");
     if let Err(e) = lock(journal).skipped(run, a, STOPPING) {
         tracing::warn!("journal: {e}");
     }
@@ -330,7 +330,7 @@ async fn execute(
     match verdict {
         Ok(Verdict::Go) => {}
         Ok(Verdict::Skip(why)) => {
-            tracing::info!(user = %a.user, action = %a.action, key = ?a.key_id, outcome = "skipped", "{why}");
+            tracing::info!(run, policy = %a.policy, user = %a.user, key_id = a.key_id.as_deref().unwrap_or("-"), action = %a.action, outcome = "skipped", "{why}");
             if let Err(e) = lock(journal).skipped(run, a, &why) {
                 tracing::warn!("journal: {e}");
             }
@@ -338,7 +338,7 @@ async fn execute(
         }
         Err(e) => {
             let detail = format!("not sent: cannot re-check it against the account: {e}");
-            tracing::error!(user = %a.user, action = %a.action, key = ?a.key_id, outcome = "failed", "{detail}");
+            tracing::error!(run, policy = %a.policy, user = %a.user, key_id = a.key_id.as_deref().unwrap_or("-"), action = %a.action, outcome = "failed", "{detail}");
             let recorded = {
                 let j = lock(journal);
                 j.intent(run, a)
@@ -400,7 +400,7 @@ async fn execute(
         ),
         Err(e) => (Outcome::Failed, e.to_string()),
     };
-    tracing::info!(user = %a.user, action = %a.action, key = ?a.key_id, outcome = outcome.as_str(), "{detail}");
+    tracing::info!(run, policy = %a.policy, user = %a.user, key_id = a.key_id.as_deref().unwrap_or("-"), action = %a.action, outcome = outcome.as_str(), "{}", if detail.is_empty() { "sent" } else { detail.as_str() });
     if let Err(e) = lock(journal).result(id, outcome, &detail) {
         tracing::warn!("journal: {e}");
     }

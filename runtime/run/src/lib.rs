@@ -22,6 +22,45 @@ pub mod prepare;
 pub mod saved;
 
 pub use document::{Document, Source};
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// The retention cutoff as of `now`: runs that finished before it may be
+/// pruned. `None` when retention is off (zero) or reaches before the calendar.
+pub fn retention_cutoff(retention: Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if retention.is_zero() {
+        return None;
+    }
+    let keep = chrono::Duration::from_std(retention).ok()?;
+    now.checked_sub_signed(keep)
+}
+
+/// Open the journal in the state directory, then prune runs older than
+/// `retention`. A failed prune is logged as a warning, not an error: the
+/// journal is still usable, and the next run prunes again.
+pub fn open_journal(
+    state: &Path,
+    retention: Duration,
+) -> Result<engine_journal::Journal, engine_journal::JournalError> {
+    let mut journal = engine_journal::Journal::open(state)?;
+    if let Some(cutoff) = retention_cutoff(retention, Utc::now()) {
+        match journal.prune(cutoff) {
+            Ok(s) if s.runs > 0 => tracing::info!(
+                "journal: pruned {} runs finished before {} ({} actions, {} findings)",
+                s.runs,
+                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                s.actions,
+                s.findings
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the journal was not pruned: {e}"),
+        }
+    }
+    Ok(journal)
+}
 pub use execute::{ActionResult, Applied, Execution};
 pub use live::{AccountOptions, SourceSpec};
 pub use plugins::{PluginObserver, Plugins};

@@ -238,7 +238,9 @@ pub fn check_clock(
 /// unknown, and the operator is told how to protect it.
 pub fn own_credentials(identity: &Identity) -> Own {
     let own = Own::from_arn(&identity.arn, &identity.access_key_id);
-    if own.user.is_none() {
+    // Said once per process: a daemon makes a snapshot per run.
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if own.user.is_none() && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
             "running as {}, not as an IAM user: the engine protects the key it runs with, but cannot tell which user's keys the role is assumed from; list them in the policies' protect_access_keys (or exempt_users)",
             identity.arn

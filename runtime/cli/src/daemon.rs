@@ -1,0 +1,147 @@
+//! `engine daemon`: flags to [`engine_daemon::service`], and exit codes.
+//!
+//! Before anything listens or runs: the configuration is loaded whole (exit
+//! 78 with every diagnostic when it does not), `/v1/*` gets its token when
+//! the address is not loopback, and the state lock is taken (exit 1 when
+//! another engine holds it). Unfinished actions of an earlier process are
+//! then reported, once.
+
+use std::sync::Arc;
+
+use engine_daemon::config::{Config, ConfigError};
+use engine_daemon::http;
+use engine_daemon::service::{self, Stopped};
+
+use crate::{DaemonArgs, LogFormat, check, exit};
+
+/// Everything before the runtime: load, token, lock. Then run.
+pub fn run(args: &DaemonArgs) -> u8 {
+    let config = match Config::load(&args.dir) {
+        Ok(c) => c,
+        Err(e) => {
+            report_config_error(args, &e);
+            return exit::POLICY_ERROR;
+        }
+    };
+    let token = match (&args.token_file, http::is_loopback(&args.listen)) {
+        (Some(path), _) => match http::read_token_file(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!("--token-file: {e}");
+                return exit::ERROR;
+            }
+        },
+        (None, true) => None,
+        (None, false) => {
+            tracing::error!(
+                "refusing to listen on {}: it is not a loopback address, and /v1/* shows user names; pass --token-file FILE (a bearer token, mode 0600) or listen on 127.0.0.1",
+                args.listen
+            );
+            return exit::ERROR;
+        }
+    };
+    let state = &args.account.state.state;
+    let lock = match engine_journal::StateLock::acquire(state, args.lock_timeout) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e}; nothing was started");
+            return exit::ERROR;
+        }
+    };
+    match args
+        .account
+        .state
+        .open_journal()
+        .and_then(|mut j| j.take_unfinished())
+    {
+        Ok(open) => {
+            for a in open {
+                tracing::warn!(
+                    run = a.run_id,
+                    user = %a.user,
+                    key_id = a.key_id.as_deref().unwrap_or("-"),
+                    action = %a.action,
+                    "run {} journaled {} on {} {} at {} but recorded no result: the engine stopped mid-apply; the next run re-checks the account before acting (recorded as unknown)",
+                    a.run_id, a.action, a.user, a.credential, a.intent_at
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot open the journal in {}: {e}; nothing was started",
+                state.display()
+            );
+            return exit::ERROR;
+        }
+    }
+    let listener = match std::net::TcpListener::bind(args.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {}: {e}; nothing was started", args.listen);
+            return exit::ERROR;
+        }
+    };
+    // Plugins run on the runtime's threads: two workers keep the HTTP
+    // endpoints answering while a plugin decides.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    let opts = service::Options {
+        state: state.clone(),
+        journal_retention: args.account.state.journal_retention,
+        account: args.account.options(),
+        shutdown_timeout: args.shutdown_timeout,
+        debounce: std::time::Duration::from_millis(500),
+        token,
+    };
+    tracing::info!(
+        dir = %config.dir.display(),
+        state = %state.display(),
+        lock = %lock.path().display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "daemon starting"
+    );
+    let stopped = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("cannot listen: {e}"))?;
+        service::run(opts, Arc::clone(&config), listener).await
+    });
+    // The runtime is dropped before the lock: nothing acts after it is released.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(lock);
+    match stopped {
+        Ok(Stopped::Clean) => exit::CLEAN,
+        Ok(Stopped::TimedOut) => exit::ERROR,
+        Err(e) => {
+            tracing::error!("{e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn report_config_error(args: &DaemonArgs, e: &ConfigError) {
+    match (e, args.log_format) {
+        (ConfigError::Policies(errors), LogFormat::Text) => check::print_policy_errors(errors),
+        _ => {
+            let diagnostics = e.diagnostics();
+            for d in &diagnostics {
+                tracing::error!("{}", d.trim_end());
+            }
+            tracing::error!(
+                errors = diagnostics.len(),
+                "the policy directory {} does not load; nothing was started",
+                args.dir.display()
+            );
+        }
+    }
+}

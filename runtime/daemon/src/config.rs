@@ -1,0 +1,129 @@
+//! The daemon's configuration: a policy directory, validated as a whole.
+//!
+//! A configuration is only ever used whole: the policies parsed and checked,
+//! every plugin they name loaded (its sha256 checked and compiled) and every
+//! schedule parsed. A reload builds a new [`Config`] beside the running one
+//! and swaps it in only when all of that succeeded; a run in progress keeps
+//! the `Arc` it started with.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use engine_core::PolicySet;
+use engine_core::policy::{self, PluginSource, PolicyErrors};
+use engine_run::Plugins;
+
+use crate::Schedule;
+
+/// A loaded, validated policy directory.
+pub struct Config {
+    /// The directory, absolute.
+    pub dir: PathBuf,
+    pub set: PolicySet,
+    pub plugins: Plugins,
+    pub schedule: Schedule,
+    /// The plugin files the policies name (absolute): a change to one reloads.
+    pub plugin_files: Vec<PathBuf>,
+    /// Over the engine version, the policy files and the builtin plugins.
+    pub digest: String,
+    pub loaded_at: DateTime<Utc>,
+}
+
+/// Why a directory cannot be (re)loaded.
+pub enum ConfigError {
+    /// The policy files do not parse or validate.
+    Policies(PolicyErrors),
+    /// They do, but something they name does not load.
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    /// Every diagnostic, as plain text.
+    pub fn diagnostics(&self) -> Vec<String> {
+        match self {
+            ConfigError::Policies(errors) => errors.rendered(),
+            ConfigError::Invalid(errors) => errors.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.diagnostics()).finish()
+    }
+}
+
+impl Config {
+    /// Load and validate `dir` whole: policies, plugins (sha256 checked,
+    /// compiled), schedules. Blocking: plugins compile on threads.
+    pub fn load(dir: &Path) -> Result<Arc<Config>, ConfigError> {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let set = policy::load_dir(&dir).map_err(ConfigError::Policies)?;
+        let mut problems = Vec::new();
+        let plugins = match Plugins::load(&set) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        if let Some(p) = &plugins {
+            problems.extend(p.errors().map(|e| e.to_string()));
+        }
+        let schedule = match Schedule::from_policies(&set) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        };
+        let (Some(plugins), Some(schedule), true) = (plugins, schedule, problems.is_empty()) else {
+            return Err(ConfigError::Invalid(problems));
+        };
+        let plugin_files: BTreeSet<PathBuf> = set
+            .plugins
+            .values()
+            .filter_map(|p| match &p.source {
+                PluginSource::File { path, .. } => {
+                    Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+                }
+                PluginSource::Builtin => None,
+            })
+            .collect();
+        let digest = engine_run::saved::policy_digest(&set);
+        Ok(Arc::new(Config {
+            dir,
+            set,
+            plugins,
+            schedule,
+            plugin_files: plugin_files.into_iter().collect(),
+            digest,
+            loaded_at: Utc::now(),
+        }))
+    }
+
+    /// The policies named in `due`, with every plugin: one shared run.
+    pub fn subset(&self, due: &[String]) -> PolicySet {
+        PolicySet {
+            policies: self
+                .set
+                .policies
+                .iter()
+                .filter(|p| due.contains(&p.name))
+                .cloned()
+                .collect(),
+            plugins: self.set.plugins.clone(),
+            digest: self.set.digest.clone(),
+        }
+    }
+
+    /// Whether a changed path concerns this configuration: a policy file of
+    /// the directory or a plugin file it names.
+    pub fn concerns(&self, path: &Path) -> bool {
+        let in_dir = path.parent() == Some(self.dir.as_path())
+            && path.extension().is_some_and(|e| e == "toml");
+        in_dir || self.plugin_files.iter().any(|p| p == path)
+    }
+}

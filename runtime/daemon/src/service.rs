@@ -1,0 +1,810 @@
+//! The daemon: the scheduler's decisions carried out, for weeks.
+//!
+//! One task owns everything that changes (the configuration, the scheduler,
+//! what the status endpoint shows) and sleeps until the next tick, a signal,
+//! a file change or the end of a run. Runs are spawned one at a time: the
+//! scheduler is told a run is in progress, so ticks that come due meanwhile
+//! are skipped and counted. A run uses the configuration it started with; a
+//! reload swaps the configuration for the next run only.
+//!
+//! Stopping (SIGTERM, SIGINT): no new run starts, the run in progress starts
+//! no new action (those not started are journaled as skipped), writes already
+//! sent finish and are journaled. If that takes longer than the shutdown
+//! timeout the daemon exits anyway, non-zero: the journal's unfinished-intent
+//! handling reports what was cut off at the next start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use engine_run::execute::{self, Execution};
+use engine_run::{AccountOptions, PluginObserver, Request, SourceSpec};
+use notify::Watcher;
+use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, Shared};
+use crate::metrics::Metrics;
+use crate::{Decision, Scheduler};
+
+/// The journal's name for a daemon run.
+pub const COMMAND: &str = "scheduled";
+
+/// Longest sleep between two looks at the wall clock: a clock stepped
+/// forward (or a host that slept) is noticed within this.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// How the daemon runs.
+pub struct Options {
+    /// The state directory (journal, plan key, lock).
+    pub state: PathBuf,
+    pub journal_retention: Duration,
+    /// How to reach the account. Its observer is replaced by the metrics'.
+    pub account: AccountOptions,
+    pub shutdown_timeout: Duration,
+    /// Quiet time after a file change before reloading.
+    pub debounce: Duration,
+    /// `/v1/*` needs this bearer token, when set.
+    pub token: Option<String>,
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to stop, and everything in flight finished in time.
+    Clean,
+    /// The run in progress did not finish within the shutdown timeout.
+    TimedOut,
+}
+
+/// Counts the metrics want from AWS requests.
+#[derive(Debug)]
+struct AwsMetrics(Arc<Shared>);
+
+impl engine_aws::RequestObserver for AwsMetrics {
+    fn request(&self, operation: &str, outcome: engine_aws::RequestOutcome) {
+        self.0.metrics.aws_request(operation, outcome.as_str());
+    }
+}
+
+struct PluginMetrics(Arc<Shared>);
+
+impl PluginObserver for PluginMetrics {
+    fn called(&self, plugin: &str, elapsed: Duration) {
+        self.0.metrics.plugin_call(plugin, elapsed);
+    }
+    fn failed(&self, plugin: &str, kind: &str) {
+        self.0.metrics.plugin_failure(plugin, kind);
+    }
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The last run a policy was part of, as the status endpoint shows it.
+#[derive(Debug, Clone)]
+struct LastRun {
+    run: Option<i64>,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    ok: bool,
+    findings: usize,
+    actions: BTreeMap<&'static str, usize>,
+    error: Option<String>,
+}
+
+/// What a finished run reports back to the loop.
+struct RunReport {
+    policies: Vec<String>,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    run: Option<i64>,
+    ok: bool,
+    error: Option<String>,
+    /// Per policy: (rule, findings).
+    findings: BTreeMap<String, (String, usize)>,
+    results: Vec<execute::ActionResult>,
+}
+
+struct Reload {
+    at: DateTime<Utc>,
+    ok: bool,
+    trigger: &'static str,
+    diagnostics: Vec<String>,
+}
+
+/// Everything the loop owns.
+struct Daemon {
+    opts: Options,
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    scheduler: Scheduler,
+    started_at: DateTime<Utc>,
+    last_reload: Reload,
+    last_runs: BTreeMap<String, LastRun>,
+    /// Per (policy): its open findings by rule, from its last run.
+    open_findings: BTreeMap<String, (String, usize)>,
+    /// Per policy: skipped ticks already counted in the metrics.
+    skipped_seen: BTreeMap<String, u64>,
+    runs_ok: u64,
+    runs_failed: u64,
+    skipped_total: u64,
+    current: Option<(DateTime<Utc>, Vec<String>)>,
+    stopping: bool,
+}
+
+/// Run the daemon until SIGTERM or SIGINT. `config` was loaded and the state
+/// lock taken by the caller; `listener` is bound.
+pub async fn run(
+    opts: Options,
+    config: Arc<Config>,
+    listener: tokio::net::TcpListener,
+) -> Result<Stopped, String> {
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+
+    let shared = Arc::new(Shared::new(Metrics::new()));
+    let mut opts = opts;
+    opts.account.progress = false;
+    opts.account.observer = Some(Arc::new(AwsMetrics(shared.clone())));
+    let now = Utc::now();
+    shared.metrics.reload(true, now);
+    shared.config_loaded.store(true, Ordering::SeqCst);
+
+    // Ticks since the last scheduled run the journal knows of collapse into
+    // one run at the first poll; a first start counts from now.
+    let since = last_scheduled_run(&opts)
+        .filter(|t| *t < now)
+        .unwrap_or(now);
+    let scheduler = Scheduler::new(config.schedule.clone(), since);
+    if since < now {
+        tracing::info!(
+            since = %stamp(since),
+            "resuming after the last scheduled run in the journal: ticks missed since then make one run"
+        );
+    }
+    let mut d = Daemon {
+        opts,
+        shared: shared.clone(),
+        config,
+        scheduler,
+        started_at: now,
+        last_reload: Reload {
+            at: now,
+            ok: true,
+            trigger: "start",
+            diagnostics: Vec::new(),
+        },
+        last_runs: BTreeMap::new(),
+        open_findings: BTreeMap::new(),
+        skipped_seen: BTreeMap::new(),
+        runs_ok: 0,
+        runs_failed: 0,
+        skipped_total: 0,
+        current: None,
+        stopping: false,
+    };
+    d.log_schedule();
+
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        shared.clone(),
+        d.opts.token.clone(),
+        http_stop.clone(),
+    ));
+    tracing::info!(addr = %addr, "listening");
+
+    // Readiness needs one AWS contact: ask who we are, without waiting for it.
+    let probe = {
+        let account = d.opts.account.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let aws = engine_run::live::connect(&account).await?;
+                aws.identity().await.map_err(|e| e.to_string())
+            }
+            .await;
+            match result {
+                Ok(id) => {
+                    shared.aws_ok.store(true, Ordering::SeqCst);
+                    tracing::info!(account = %id.account, arn = %id.arn, "connected to AWS");
+                }
+                Err(e) => tracing::error!("cannot reach AWS (GetCallerIdentity): {e}"),
+            }
+        })
+    };
+
+    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = watch(&d.config, fs_tx.clone());
+    let stop = CancellationToken::new();
+    let mut running: Option<JoinHandle<RunReport>> = None;
+    let mut reload_at: Option<tokio::time::Instant> = None;
+
+    loop {
+        let decision = d.scheduler.poll(Utc::now(), running.is_some());
+        d.account_ticks(&decision);
+        if decision.is_run() {
+            let due: Vec<String> = decision.policies().map(str::to_string).collect();
+            running = Some(d.start_run(due, stop.clone()));
+        }
+        d.publish();
+        let sleep = d
+            .scheduler
+            .next_wake(Utc::now())
+            .and_then(|w| (w - Utc::now()).to_std().ok())
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SLEEP);
+        // A timer's millisecond rounding must not wake us just before a tick.
+        let sleep = if d.scheduler.next_wake(Utc::now()).is_some() {
+            sleep + Duration::from_millis(1)
+        } else {
+            MAX_SLEEP
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                reload_at = None;
+                d.reload("signal", &mut watcher, &fs_tx).await;
+            }
+            Some(path) = fs_rx.recv() => {
+                if d.config.concerns(&path) {
+                    tracing::debug!(path = %path.display(), "changed");
+                    reload_at = Some(tokio::time::Instant::now() + d.opts.debounce);
+                }
+            }
+            _ = async { if let Some(at) = reload_at { tokio::time::sleep_until(at).await } }, if reload_at.is_some() => {
+                reload_at = None;
+                tracing::info!("policy files changed: reloading the configuration");
+                d.reload("file-change", &mut watcher, &fs_tx).await;
+            }
+            report = async { match running.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if running.is_some() => {
+                running = None;
+                // Ticks that came due during the run are skipped, not queued.
+                let decision = d.scheduler.poll(Utc::now(), true);
+                d.account_ticks(&decision);
+                match report {
+                    Ok(report) => d.finish_run(report),
+                    Err(e) => {
+                        tracing::error!("the run task failed: {e}");
+                        d.current = None;
+                        d.runs_failed += 1;
+                        d.shared.metrics.run_finished(false, Duration::ZERO);
+                    }
+                }
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+        }
+    }
+
+    d.stopping = true;
+    d.publish();
+    stop.cancel();
+    probe.abort();
+    drop(watcher);
+    let mut stopped = Stopped::Clean;
+    if let Some(handle) = running {
+        tracing::info!(
+            timeout = %humantime::format_duration(d.opts.shutdown_timeout),
+            "waiting for the run in progress: no new action starts, writes already sent finish"
+        );
+        match tokio::time::timeout(d.opts.shutdown_timeout, handle).await {
+            Ok(Ok(report)) => d.finish_run(report),
+            Ok(Err(e)) => tracing::error!("the run task failed: {e}"),
+            Err(_) => {
+                tracing::error!(
+                    "the run in progress did not finish within the shutdown timeout: exiting; the next start reports any action it cut off"
+                );
+                stopped = Stopped::TimedOut;
+            }
+        }
+    }
+    http_stop.cancel();
+    let _ = tokio::time::timeout(http::SHUTDOWN_GRACE, http_task).await;
+    tracing::info!("stopped");
+    Ok(stopped)
+}
+
+/// When the last scheduled run in the journal started.
+fn last_scheduled_run(opts: &Options) -> Option<DateTime<Utc>> {
+    let journal = engine_journal::Journal::open(&opts.state).ok()?;
+    let runs = journal.recent_runs(200).ok()?;
+    runs.iter()
+        .find(|r| r.command == COMMAND)
+        .and_then(|r| DateTime::parse_from_rfc3339(&r.started_at).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Watch the policy directory and the plugin files' directories. A watcher
+/// that cannot start is logged: SIGHUP still reloads.
+fn watch(
+    config: &Config,
+    tx: mpsc::UnboundedSender<PathBuf>,
+) -> Option<notify::RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+        {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch the policy files ({e}): reload with SIGHUP");
+            return None;
+        }
+    };
+    let mut dirs = vec![config.dir.clone()];
+    for f in &config.plugin_files {
+        if let Some(parent) = f.parent()
+            && !dirs.iter().any(|d| d == parent)
+        {
+            dirs.push(parent.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), "cannot watch ({e}): reload with SIGHUP");
+        }
+    }
+    Some(watcher)
+}
+
+impl Daemon {
+    fn log_schedule(&self) {
+        let now = Utc::now();
+        for p in self.scheduler.status() {
+            tracing::info!(
+                policy = %p.name,
+                schedule = %p.expression,
+                next_run = %p.next_tick.map(stamp).unwrap_or_else(|| "never (the schedule has ended)".into()),
+                "scheduled (cron, UTC)"
+            );
+        }
+        for name in self.scheduler.unscheduled() {
+            tracing::info!(
+                policy = %name,
+                "not scheduled: the policy has no `schedule`; the daemon never runs it (engine check / apply do)"
+            );
+        }
+        if self.scheduler.next_wake(now).is_none() {
+            tracing::warn!("no policy will ever run: none has a schedule with a next tick");
+        }
+    }
+
+    /// Count the skipped ticks of a poll into the metrics, per policy.
+    fn account_ticks(&mut self, decision: &Decision) {
+        if let Some(back) = decision.clock_went_back {
+            tracing::warn!(
+                by_ms = back.num_milliseconds(),
+                "the clock went back: no tick fires twice; scheduling resumes when the clock passes the last instant handled"
+            );
+        }
+        if decision.collapsed > 0 {
+            tracing::warn!(
+                collapsed = decision.collapsed,
+                "ticks were missed (clock jump, sleep or a late wake): they make one run"
+            );
+        }
+        if decision.skipped == 0 {
+            return;
+        }
+        for p in self.scheduler.status() {
+            let seen = self.skipped_seen.entry(p.name.clone()).or_insert(0);
+            if p.skipped > *seen {
+                let n = p.skipped - *seen;
+                self.shared.metrics.ticks_skipped(&p.name, n);
+                tracing::warn!(policy = %p.name, skipped = n, "a tick came due while a run was in progress: skipped");
+                *seen = p.skipped;
+            }
+        }
+        self.skipped_total += decision.skipped;
+    }
+
+    fn start_run(&mut self, due: Vec<String>, stop: CancellationToken) -> JoinHandle<RunReport> {
+        let started_at = Utc::now();
+        tracing::info!(policies = %due.join(","), "run starting");
+        self.current = Some((started_at, due.clone()));
+        let ctx = RunContext {
+            config: self.config.clone(),
+            due,
+            account: self.opts.account.clone(),
+            state: self.opts.state.clone(),
+            retention: self.opts.journal_retention,
+            shared: self.shared.clone(),
+            stop,
+            started_at,
+        };
+        tokio::spawn(scheduled_run(ctx))
+    }
+
+    fn finish_run(&mut self, report: RunReport) {
+        self.current = None;
+        let duration = (report.finished_at - report.started_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        self.shared.metrics.run_finished(report.ok, duration);
+        if report.ok {
+            self.runs_ok += 1;
+        } else {
+            self.runs_failed += 1;
+        }
+        for r in &report.results {
+            self.shared
+                .metrics
+                .action(&r.policy, r.action.as_str(), r.outcome);
+        }
+        for policy in &report.policies {
+            self.shared
+                .metrics
+                .policy_run(policy, report.finished_at, report.ok);
+            let mut actions: BTreeMap<&'static str, usize> =
+                ["done", "done-on-retry", "already-gone", "skipped", "failed"]
+                    .into_iter()
+                    .map(|o| (o, 0))
+                    .collect();
+            for r in report.results.iter().filter(|r| &r.policy == policy) {
+                *actions.entry(r.outcome).or_insert(0) += 1;
+            }
+            let findings = report.findings.get(policy).map(|(_, n)| *n).unwrap_or(0);
+            self.last_runs.insert(
+                policy.clone(),
+                LastRun {
+                    run: report.run,
+                    started_at: report.started_at,
+                    finished_at: report.finished_at,
+                    ok: report.ok,
+                    findings,
+                    actions,
+                    error: report.error.clone(),
+                },
+            );
+        }
+        for (policy, found) in &report.findings {
+            self.open_findings.insert(policy.clone(), found.clone());
+        }
+        self.publish_findings();
+        let secs = duration.as_secs_f64();
+        match &report.error {
+            None => tracing::info!(
+                run = report.run,
+                result = if report.ok { "ok" } else { "failed" },
+                duration_s = secs,
+                actions = report.results.len(),
+                "run finished"
+            ),
+            Some(e) => tracing::error!(run = report.run, duration_s = secs, "run failed: {e}"),
+        }
+    }
+
+    fn publish_findings(&self) {
+        let names: Vec<&str> = self
+            .config
+            .set
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let open: Vec<(String, String, u64)> = self
+            .open_findings
+            .iter()
+            .filter(|(p, _)| names.contains(&p.as_str()))
+            .map(|(p, (rule, n))| (p.clone(), rule.clone(), *n as u64))
+            .collect();
+        self.shared.metrics.set_open_findings(&open);
+    }
+
+    async fn reload(
+        &mut self,
+        trigger: &'static str,
+        watcher: &mut Option<notify::RecommendedWatcher>,
+        fs_tx: &mpsc::UnboundedSender<PathBuf>,
+    ) {
+        let dir = self.config.dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&dir)).await;
+        let at = Utc::now();
+        match loaded {
+            Ok(Ok(config)) => {
+                let changed = config.digest != self.config.digest;
+                self.scheduler = Scheduler::new(config.schedule.clone(), self.scheduler.cursor());
+                self.skipped_seen.clear();
+                self.config = config;
+                *watcher = watch(&self.config, fs_tx.clone());
+                self.shared.metrics.reload(true, at);
+                let names: Vec<String> = self
+                    .config
+                    .set
+                    .policies
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
+                self.shared.metrics.retain_policies(&names);
+                self.last_runs.retain(|p, _| names.contains(p));
+                self.open_findings.retain(|p, _| names.contains(p));
+                self.publish_findings();
+                self.last_reload = Reload {
+                    at,
+                    ok: true,
+                    trigger,
+                    diagnostics: Vec::new(),
+                };
+                tracing::info!(
+                    trigger,
+                    policies = names.len(),
+                    changed,
+                    "configuration reloaded: the next run uses it"
+                );
+                self.log_schedule();
+            }
+            Ok(Err(errors)) => {
+                let diagnostics = errors.diagnostics();
+                for d in &diagnostics {
+                    tracing::error!("{}", d.trim_end());
+                }
+                tracing::error!(
+                    trigger,
+                    errors = diagnostics.len(),
+                    "reload failed: the previous configuration keeps running"
+                );
+                self.shared.metrics.reload(false, at);
+                self.last_reload = Reload {
+                    at,
+                    ok: false,
+                    trigger,
+                    diagnostics,
+                };
+            }
+            Err(e) => {
+                tracing::error!("reload failed: the loading task failed: {e}");
+                self.shared.metrics.reload(false, at);
+                self.last_reload = Reload {
+                    at,
+                    ok: false,
+                    trigger,
+                    diagnostics: vec![e.to_string()],
+                };
+            }
+        }
+    }
+
+    /// Refresh what `/v1/status` and the per-policy gauges show.
+    fn publish(&self) {
+        let next: Vec<(String, DateTime<Utc>)> = self
+            .scheduler
+            .status()
+            .iter()
+            .filter_map(|p| p.next_tick.map(|t| (p.name.clone(), t)))
+            .collect();
+        self.shared.metrics.set_next_runs(&next);
+        self.shared.set_status(self.status().to_string());
+    }
+
+    fn status(&self) -> Value {
+        let sched: BTreeMap<&str, &crate::PolicyStatus> = self
+            .scheduler
+            .status()
+            .iter()
+            .map(|p| (p.name.as_str(), p))
+            .collect();
+        let policies: Vec<Value> = self
+            .config
+            .set
+            .policies
+            .iter()
+            .map(|p| {
+                let s = sched.get(p.name.as_str());
+                json!({
+                    "name": p.name,
+                    "rule": p.rule,
+                    "mode": p.mode,
+                    "schedule": p.schedule,
+                    "next_run": s.and_then(|s| s.next_tick).map(stamp),
+                    "last_run": self.last_runs.get(&p.name).map(|r| json!({
+                        "run": r.run,
+                        "started_at": stamp(r.started_at),
+                        "finished_at": stamp(r.finished_at),
+                        "result": if r.ok { "ok" } else { "failed" },
+                        "findings": r.findings,
+                        "actions": r.actions,
+                        "error": r.error,
+                    })),
+                    "runs": s.map(|s| s.runs).unwrap_or(0),
+                    "skipped_ticks": s.map(|s| s.skipped).unwrap_or(0),
+                    "collapsed_ticks": s.map(|s| s.collapsed).unwrap_or(0),
+                })
+            })
+            .collect();
+        let state = if self.stopping {
+            "stopping"
+        } else if self.current.is_some() {
+            "running"
+        } else {
+            "idle"
+        };
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "started_at": stamp(self.started_at),
+            "state": state,
+            "policy_dir": self.config.dir.display().to_string(),
+            "config": {
+                "loaded_at": stamp(self.config.loaded_at),
+                "digest": self.config.digest,
+                "policies": self.config.set.policies.len(),
+            },
+            "last_reload": {
+                "at": stamp(self.last_reload.at),
+                "result": if self.last_reload.ok { "success" } else { "failure" },
+                "trigger": self.last_reload.trigger,
+                "diagnostics": self.last_reload.diagnostics,
+            },
+            "policies": policies,
+            "runs": {
+                "total": self.runs_ok + self.runs_failed,
+                "ok": self.runs_ok,
+                "failed": self.runs_failed,
+                "skipped_ticks": self.skipped_total,
+            },
+            "current_run": self.current.as_ref().map(|(at, policies)| json!({
+                "started_at": stamp(*at),
+                "policies": policies,
+            })),
+        })
+    }
+}
+
+/// What a run needs, owned: it outlives reloads.
+struct RunContext {
+    config: Arc<Config>,
+    due: Vec<String>,
+    account: AccountOptions,
+    state: PathBuf,
+    retention: Duration,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    started_at: DateTime<Utc>,
+}
+
+/// One scheduled run: snapshot, plan, journaled execution of the due
+/// policies, as `engine apply --auto-approve` would.
+async fn scheduled_run(ctx: RunContext) -> RunReport {
+    let clock = Instant::now();
+    let mut report = RunReport {
+        policies: ctx.due.clone(),
+        started_at: ctx.started_at,
+        finished_at: ctx.started_at,
+        run: None,
+        ok: false,
+        error: None,
+        findings: BTreeMap::new(),
+        results: Vec::new(),
+    };
+    let set = ctx.config.subset(&ctx.due);
+    let source = SourceSpec::Account(ctx.account.clone());
+    let observer = PluginMetrics(ctx.shared.clone());
+    let target = ctx.config.dir.display().to_string();
+    let prepared = tokio::select! {
+        p = engine_run::prepare(Request {
+            set: &set,
+            plugins: &ctx.config.plugins,
+            dir: &ctx.config.dir,
+            source: &source,
+            now: Utc::now(),
+            what_if: false,
+            observer: Some(&observer),
+        }) => p,
+        _ = ctx.stop.cancelled() => Err("stopped before the plan was made: nothing was done".to_string()),
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            if !ctx.stop.is_cancelled() {
+                ctx.shared.aws_ok.store(false, Ordering::SeqCst);
+            }
+            report.run = journal_failed_run(&ctx, &target, &e);
+            report.error = Some(e);
+            report.finished_at = Utc::now();
+            return report;
+        }
+    };
+    ctx.shared.aws_ok.store(true, Ordering::SeqCst);
+    for p in &prepared.plan.policies {
+        report.findings.insert(
+            p.policy.clone(),
+            (p.rule.as_str().to_string(), p.findings.len()),
+        );
+    }
+    match serde_json::to_string(&prepared.doc) {
+        Ok(json) => ctx.shared.set_plan(json),
+        Err(e) => tracing::warn!("the plan cannot be shown on /v1/plan: {e}"),
+    }
+    let Some(account) = prepared.snapshot.account.as_ref() else {
+        report.error = Some("the snapshot has no account".into());
+        report.finished_at = Utc::now();
+        return report;
+    };
+    let journal = match engine_run::open_journal(&ctx.state, ctx.retention) {
+        Ok(j) => j,
+        Err(e) => {
+            report.error = Some(format!("cannot open the journal, nothing was done: {e}"));
+            report.finished_at = Utc::now();
+            return report;
+        }
+    };
+    let exec = Execution {
+        aws: &account.aws,
+        own: &account.own,
+        concurrency: usize::from(ctx.account.concurrency),
+        cancel: ctx.stop.clone(),
+    };
+    match execute::apply(
+        journal,
+        COMMAND,
+        &target,
+        &prepared.doc,
+        &prepared.plan,
+        None,
+        &exec,
+    )
+    .await
+    {
+        Ok(applied) => {
+            report.run = Some(applied.run);
+            report.ok = applied.status == engine_journal::RunStatus::Ok;
+            if prepared.doc.summary.failed_policies > 0 {
+                report.error = Some(format!(
+                    "{} policies failed: {}",
+                    prepared.doc.summary.failed_policies,
+                    prepared
+                        .doc
+                        .errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.policy, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+            report.results = applied.results;
+        }
+        Err(e) => report.error = Some(e),
+    }
+    tracing::debug!(elapsed_ms = clock.elapsed().as_millis() as u64, "run done");
+    report.finished_at = Utc::now();
+    report
+}
+
+/// A run that failed before it had a plan is journaled too.
+fn journal_failed_run(ctx: &RunContext, target: &str, error: &str) -> Option<i64> {
+    let recorded = engine_run::open_journal(&ctx.state, ctx.retention).and_then(|mut j| {
+        let run = j.start_run(COMMAND, target, &[])?;
+        let summary = json!({ "actions": 0, "error": error }).to_string();
+        j.finish_run(run, engine_journal::RunStatus::Failed, &summary)?;
+        Ok(run)
+    });
+    match recorded {
+        Ok(run) => Some(run),
+        Err(e) => {
+            tracing::warn!("the failed run was not journaled: {e}");
+            None
+        }
+    }
+}
