@@ -133,7 +133,7 @@ pub struct StateArgs {
     /// How long the journal keeps finished runs (e.g. 90d, 26w; 0 or off: forever).
     ///
     /// Runs that finished longer ago are deleted with their findings and
-    /// actions when `check` or `apply` opens the journal, or by `engine
+    /// actions when `check`, `apply` or a daemon run opens the journal, or by `engine
     /// history --prune`. A run still running, or with an action that has no
     /// recorded result, is never deleted.
     #[arg(

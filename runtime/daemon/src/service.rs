@@ -453,7 +453,19 @@ impl Daemon {
                 .metrics
                 .action(&r.policy, r.action.as_str(), r.outcome);
         }
-        for policy in &report.policies {
+        // A policy a reload removed during the run is not shown again.
+        let current: Vec<&str> = self
+            .config
+            .set
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        for policy in report
+            .policies
+            .iter()
+            .filter(|p| current.contains(&p.as_str()))
+        {
             self.shared
                 .metrics
                 .policy_run(policy, report.finished_at, report.ok);
