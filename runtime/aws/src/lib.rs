@@ -4,8 +4,9 @@
 //! region the way the AWS CLI does (default chain, `--profile`, `--region`,
 //! `AWS_ENDPOINT_URL` and its per-service variants), fetches the credential
 //! report, and makes the few writes remediation needs. Every call goes through
-//! the SDK's standard retry strategy (throttling, 5xx and dropped connections
-//! are retried with backoff), and writes are idempotent: `NoSuchEntity` on a
+//! a retry strategy (throttling, 5xx and dropped connections are retried with
+//! backoff: the SDK's for reads, [`Aws::write`]'s own for writes, which looks
+//! before resending a write whose answer was lost), and writes are idempotent: `NoSuchEntity` on a
 //! delete means the thing is already gone, which is what was wanted.
 //!
 //! An optional [`RequestObserver`] is told about every HTTP attempt, retries

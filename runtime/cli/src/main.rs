@@ -89,7 +89,7 @@ pub struct AccountArgs {
     #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = humantime::parse_duration)]
     pub report_max_age: std::time::Duration,
 
-    /// How many AWS calls may be in flight at once (key lookups, writes).
+    /// How many AWS calls may be in flight at once (key lookups, re-checks, writes).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
 

@@ -1,6 +1,6 @@
 //! CIS rules 1.3 and 1.4, evaluated over a credential report.
 //!
-//! The semantics are the contract of DESIGN.md: times in UTC, age is
+//! The semantics (README, "Rule semantics"): times in UTC, age is
 //! `now - timestamp`, cis-1.4 flags keys *more than* N days old, cis-1.3 flags
 //! credentials unused for *at least* N days. `now` is a parameter, so the
 //! clock is injected and tests are exact to the second.

@@ -1,16 +1,22 @@
-//! The pure scheduling core of `engine daemon`: which policies run, and when.
+//! `engine daemon`: the scheduler, and the service around it.
 //!
-//! # Why this crate exists
+//! The crate root is the scheduler's pure core (below). Around it:
+//! [`config`] loads and validates a policy directory whole, [`service`] is
+//! the daemon's loop (runs, reload, signals, graceful stop), [`http`] serves
+//! the health, metrics, status and plan endpoints and [`metrics`] holds the
+//! Prometheus registry.
 //!
-//! A policy may carry `schedule = "<cron with seconds>"`. The future
-//! `engine daemon` runs such policies on their schedules, for weeks, on hosts
+//! # Why the scheduler is pure
+//!
+//! A policy may carry `schedule = "<cron with seconds>"`. `engine daemon`
+//! runs such policies on their schedules, for weeks, on hosts
 //! whose clocks are stepped by NTP and which sleep and resume. Getting the
 //! timing rules right is the hard part of a daemon, and it is hard to test
 //! when it is tangled with tokio timers, AWS calls and the journal. So the
 //! rules live here, apart: every decision is a plain function of
 //! *(the schedules, the scheduler's state, the instant `now` it is given)*.
-//! There is no tokio, no clock read and no I/O in this crate; the tests drive
-//! it with explicit instants, never with sleeps. The daemon around it only
+//! There is no tokio, no clock read and no I/O in the scheduler; the tests
+//! drive it with explicit instants, never with sleeps. The loop around it only
 //! sleeps until [`Scheduler::next_wake`], calls [`Scheduler::poll`] with the
 //! current time, and starts the run the [`Decision`] asks for.
 //!

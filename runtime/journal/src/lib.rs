@@ -39,7 +39,8 @@ use owner::{Liveness, liveness};
 pub const FILE: &str = "journal.sqlite3";
 
 /// The schema version this engine writes (`PRAGMA user_version`).
-/// 0: the first schema, without a version; 1: runs record their owner.
+/// 0: the first schema, without a version; 1: runs record their owner;
+/// 2: `applied_plans`, the saved plans already applied (each applies once).
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for another process's lock before failing.

@@ -1,6 +1,6 @@
 //! From a validated policy set and a snapshot to a [`Plan`].
 //!
-//! `check` and `apply` (and later the daemon) share this: evaluate the rules,
+//! `check`, `apply` and the daemon share this: evaluate the rules,
 //! hand each policy's findings to its plugin, and let the host check every
 //! request. They differ only in what they do with the plan.
 
