@@ -10,12 +10,35 @@ use std::sync::Arc;
 
 use engine_daemon::config::{Config, ConfigError};
 use engine_daemon::http;
-use engine_daemon::service::{self, Stopped};
+use engine_daemon::service::{self, Signals, Stopped};
 
 use crate::{DaemonArgs, LogFormat, check, exit};
 
-/// Everything before the runtime: load, token, lock. Then run.
+/// Signals first, then load, token, lock, listen; then run.
 pub fn run(args: &DaemonArgs) -> u8 {
+    // Plugins run on the runtime's threads: two workers keep the HTTP
+    // endpoints answering while a plugin decides.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return exit::ERROR;
+        }
+    };
+    // Before anything slow: a SIGHUP or SIGTERM during start-up must not
+    // kill the process (SIGHUP's default action).
+    let signals = match runtime.block_on(async { Signals::take() }) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return exit::ERROR;
+        }
+    };
+    tracing::info!(dir = %args.dir.display(), "loading the configuration");
     let config = match Config::load(&args.dir) {
         Ok(c) => c,
         Err(e) => {
@@ -83,19 +106,6 @@ pub fn run(args: &DaemonArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    // Plugins run on the runtime's threads: two workers keep the HTTP
-    // endpoints answering while a plugin decides.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return exit::ERROR;
-        }
-    };
     let opts = service::Options {
         state: state.clone(),
         journal_retention: args.account.state.journal_retention,
@@ -114,7 +124,7 @@ pub fn run(args: &DaemonArgs) -> u8 {
     let stopped = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| format!("cannot listen: {e}"))?;
-        service::run(opts, Arc::clone(&config), listener).await
+        service::run(opts, Arc::clone(&config), listener, signals).await
     });
     // The runtime is dropped before the lock: nothing acts after it is released.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

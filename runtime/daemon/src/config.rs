@@ -122,8 +122,11 @@ impl Config {
     /// Whether a changed path concerns this configuration: a policy file of
     /// the directory or a plugin file it names.
     pub fn concerns(&self, path: &Path) -> bool {
-        let in_dir = path.parent() == Some(self.dir.as_path())
-            && path.extension().is_some_and(|e| e == "toml");
-        in_dir || self.plugin_files.iter().any(|p| p == path)
+        let in_dir = path.parent() == Some(self.dir.as_path());
+        let policy_file = in_dir && path.extension().is_some_and(|e| e == "toml");
+        // A Kubernetes ConfigMap volume swaps its files at once by renaming
+        // the `..data` symlink: no `*.toml` path is touched.
+        let swapped = in_dir && path.file_name().is_some_and(|n| n == "..data");
+        policy_file || swapped || self.plugin_files.iter().any(|p| p == path)
     }
 }

@@ -55,6 +55,30 @@ pub struct Options {
     pub token: Option<String>,
 }
 
+/// The signals the daemon answers. Take them first thing, inside the
+/// runtime, before loading anything: from then on a SIGHUP (systemd's
+/// `ExecReload`) or SIGTERM arriving during start-up is held for the loop
+/// instead of killing the process.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called within a tokio runtime.
+    pub fn take() -> Result<Signals, String> {
+        let take = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
+        };
+        Ok(Signals {
+            hup: take(SignalKind::hangup(), "SIGHUP")?,
+            term: take(SignalKind::terminate(), "SIGTERM")?,
+            int: take(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+}
+
 /// How the daemon ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
@@ -85,6 +109,13 @@ impl PluginObserver for PluginMetrics {
     }
 }
 
+/// Tell systemd (when it started us with a notify socket; a no-op otherwise).
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
 fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -99,6 +130,13 @@ struct LastRun {
     findings: usize,
     actions: BTreeMap<&'static str, usize>,
     error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    runs: u64,
+    skipped: u64,
+    collapsed: u64,
 }
 
 /// What a finished run reports back to the loop.
@@ -134,6 +172,9 @@ struct Daemon {
     open_findings: BTreeMap<String, (String, usize)>,
     /// Per policy: skipped ticks already counted in the metrics.
     skipped_seen: BTreeMap<String, u64>,
+    /// Per policy: runs, skipped and collapsed ticks since start (the
+    /// scheduler's own counts start again at each reload).
+    counts: BTreeMap<String, Counts>,
     runs_ok: u64,
     runs_failed: u64,
     skipped_total: u64,
@@ -147,12 +188,13 @@ pub async fn run(
     opts: Options,
     config: Arc<Config>,
     listener: tokio::net::TcpListener,
+    signals: Signals,
 ) -> Result<Stopped, String> {
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
 
     let shared = Arc::new(Shared::new(Metrics::new()));
     let mut opts = opts;
@@ -189,6 +231,7 @@ pub async fn run(
         last_runs: BTreeMap::new(),
         open_findings: BTreeMap::new(),
         skipped_seen: BTreeMap::new(),
+        counts: BTreeMap::new(),
         runs_ok: 0,
         runs_failed: 0,
         skipped_total: 0,
@@ -196,6 +239,8 @@ pub async fn run(
         stopping: false,
     };
     d.log_schedule();
+    // The endpoints answer with a full status from their first request.
+    d.publish();
 
     let addr = listener
         .local_addr()
@@ -208,6 +253,11 @@ pub async fn run(
         http_stop.clone(),
     ));
     tracing::info!(addr = %addr, "listening");
+    // Under systemd (Type=notify): started. `systemctl reload` waits for it.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running"),
+    ]);
 
     // Readiness needs one AWS contact: ask who we are, without waiting for it.
     let probe = {
@@ -294,6 +344,7 @@ pub async fn run(
     }
 
     d.stopping = true;
+    notify(&[sd_notify::NotifyState::Stopping]);
     d.publish();
     stop.cancel();
     probe.abort();
@@ -405,6 +456,11 @@ impl Daemon {
                 "ticks were missed (clock jump, sleep or a late wake): they make one run"
             );
         }
+        for due in &decision.run {
+            let c = self.counts.entry(due.policy.clone()).or_default();
+            c.runs += 1;
+            c.collapsed += due.collapsed();
+        }
         if decision.skipped == 0 {
             return;
         }
@@ -412,6 +468,7 @@ impl Daemon {
             let seen = self.skipped_seen.entry(p.name.clone()).or_insert(0);
             if p.skipped > *seen {
                 let n = p.skipped - *seen;
+                self.counts.entry(p.name.clone()).or_default().skipped += n;
                 self.shared.metrics.ticks_skipped(&p.name, n);
                 tracing::warn!(policy = %p.name, skipped = n, "a tick came due while a run was in progress: skipped");
                 *seen = p.skipped;
@@ -531,8 +588,14 @@ impl Daemon {
         watcher: &mut Option<notify::RecommendedWatcher>,
         fs_tx: &mpsc::UnboundedSender<PathBuf>,
     ) {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        notify(&reloading);
         let dir = self.config.dir.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&dir)).await;
+        notify(&[sd_notify::NotifyState::Ready]);
         let at = Utc::now();
         match loaded {
             Ok(Ok(config)) => {
@@ -551,6 +614,7 @@ impl Daemon {
                     .collect();
                 self.shared.metrics.retain_policies(&names);
                 self.last_runs.retain(|p, _| names.contains(p));
+                self.counts.retain(|p, _| names.contains(p));
                 self.open_findings.retain(|p, _| names.contains(p));
                 self.publish_findings();
                 self.last_reload = Reload {
@@ -624,6 +688,7 @@ impl Daemon {
             .iter()
             .map(|p| {
                 let s = sched.get(p.name.as_str());
+                let c = self.counts.get(&p.name).copied().unwrap_or_default();
                 json!({
                     "name": p.name,
                     "rule": p.rule,
@@ -639,9 +704,9 @@ impl Daemon {
                         "actions": r.actions,
                         "error": r.error,
                     })),
-                    "runs": s.map(|s| s.runs).unwrap_or(0),
-                    "skipped_ticks": s.map(|s| s.skipped).unwrap_or(0),
-                    "collapsed_ticks": s.map(|s| s.collapsed).unwrap_or(0),
+                    "runs": c.runs,
+                    "skipped_ticks": c.skipped,
+                    "collapsed_ticks": c.collapsed,
                 })
             })
             .collect();
@@ -793,6 +858,16 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
                         .map(|e| format!("{}: {}", e.policy, e.message))
                         .collect::<Vec<_>>()
                         .join("; ")
+                ));
+            }
+            let stopped = applied
+                .results
+                .iter()
+                .filter(|r| r.detail == execute::STOPPING)
+                .count();
+            if stopped > 0 && report.error.is_none() {
+                report.error = Some(format!(
+                    "stopped: {stopped} actions not started (journaled as skipped)"
                 ));
             }
             report.results = applied.results;

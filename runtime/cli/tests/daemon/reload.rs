@@ -1,0 +1,153 @@
+//! Reloads: a broken configuration, by edit or SIGHUP, leaves the old one
+//! running and says so; a fixed one takes over and the next run uses it.
+
+use super::{
+    Account, Daemon, Metrics, WAIT, policy_status, rotate_policy, runs_total, user_with_key,
+};
+use serde_json::Value;
+
+const SCHEDULE: &str = "*/2 * * * * *";
+
+fn reloads(m: &Metrics, result: &str) -> f64 {
+    m.get("engine_reloads_total", &[("result", result)])
+        .unwrap_or(-1.0)
+}
+
+/// Wait for a reload after `after` (a `last_reload.at`) with `trigger`.
+#[track_caller]
+fn wait_reload(daemon: &mut Daemon, after: &Value, trigger: &str, result: &str) -> Value {
+    daemon.wait_status(&format!("a {result} reload by {trigger}"), |s| {
+        s["last_reload"]["at"] != *after
+            && s["last_reload"]["trigger"] == trigger
+            && s["last_reload"]["result"] == result
+    })
+}
+
+#[test]
+fn a_broken_reload_keeps_the_old_config_and_a_fixed_one_takes_over() {
+    let account = Account::new(
+        "reload",
+        vec![user_with_key("old", 200), user_with_key("aging", 50)],
+    );
+    account.write_policy("rotate.toml", &rotate_policy(90, Some(SCHEDULE)));
+    let old = account.key("old", 0);
+    let aging = account.key("aging", 0);
+    let mut daemon = account.daemon(&[]);
+
+    let first = daemon.wait_status("the first run", |s| runs_total(s) >= 1);
+    assert!(!account.has_key("old", &old));
+    assert!(account.has_key("aging", &aging));
+    let digest = first["config"]["digest"].clone();
+    let at = first["last_reload"]["at"].clone();
+
+    // An edit that breaks the file: reloaded on the change, refused.
+    account.write_policy("rotate.toml", "[policy.rotate\nrule = \"cis-1.4\"\n");
+    let broken = wait_reload(&mut daemon, &at, "file-change", "failure");
+    let diagnostics = broken["last_reload"]["diagnostics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !diagnostics.is_empty()
+            && diagnostics
+                .iter()
+                .all(|d| d.as_str().is_some_and(|d| !d.is_empty())),
+        "{broken:#}"
+    );
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.contains("rotate.toml"))),
+        "the diagnostics name the file: {broken:#}"
+    );
+    assert_eq!(broken["config"]["digest"], digest, "{broken:#}");
+    assert_eq!(broken["config"]["policies"], 1, "{broken:#}");
+    assert_eq!(
+        policy_status(&broken, "rotate")["schedule"],
+        SCHEDULE,
+        "{broken:#}"
+    );
+    let m = daemon.metrics();
+    assert_eq!(
+        m.get("engine_config_last_reload_successful", &[]),
+        Some(0.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(reloads(&m, "failure"), 1.0, "{}", m.text);
+    assert_eq!(reloads(&m, "success"), 1.0, "{}", m.text);
+    let log = daemon.log();
+    assert!(log.contains("rotate.toml"), "the error is logged:\n{log}");
+
+    // The old configuration keeps running.
+    let total = runs_total(&broken);
+    daemon.wait_status("a run under the old configuration", |s| {
+        runs_total(s) > total && s["runs"]["failed"] == 0
+    });
+    assert!(account.has_key("aging", &aging), "still 90 days");
+
+    // SIGHUP with the file still broken: refused again.
+    let at = daemon.status()["last_reload"]["at"].clone();
+    daemon.signal("HUP");
+    let refused = wait_reload(&mut daemon, &at, "signal", "failure");
+    assert_eq!(refused["config"]["digest"], digest, "{refused:#}");
+    let m = daemon.metrics();
+    assert_eq!(reloads(&m, "failure"), 2.0, "{}", m.text);
+    assert_eq!(
+        m.get("engine_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+
+    // Fixed, with a new threshold: the edit is picked up.
+    let runs_before = policy_status(&refused, "rotate")["runs"].clone();
+    let at = refused["last_reload"]["at"].clone();
+    account.write_policy("rotate.toml", &rotate_policy(30, Some(SCHEDULE)));
+    let fixed = wait_reload(&mut daemon, &at, "file-change", "success");
+    assert_ne!(fixed["config"]["digest"], digest, "{fixed:#}");
+    assert_eq!(
+        fixed["last_reload"]["diagnostics"].as_array().map(Vec::len),
+        Some(0),
+        "{fixed:#}"
+    );
+    let m = daemon.metrics();
+    assert_eq!(
+        m.get("engine_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    assert_eq!(reloads(&m, "success"), 2.0, "{}", m.text);
+
+    // SIGHUP on a good configuration: a successful reload by signal.
+    let at = fixed["last_reload"]["at"].clone();
+    daemon.signal("HUP");
+    let hup = wait_reload(&mut daemon, &at, "signal", "success");
+    assert_eq!(hup["config"]["digest"], fixed["config"]["digest"]);
+    let m = daemon.wait_metrics("3 successful reloads", |m| reloads(m, "success") == 3.0);
+    assert_eq!(reloads(&m, "failure"), 2.0, "{}", m.text);
+
+    // The next run acts with the new threshold: the 50-day key is stale now.
+    daemon.wait_for("the 50-day key deleted under max_key_age_days = 30", || {
+        (!account.has_key("aging", &aging)).then_some(())
+    });
+    let runs = account.scheduled_runs();
+    let deleted: Vec<_> = runs
+        .iter()
+        .flat_map(|r| r["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["key_id"] == aging.as_str())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{runs:#?}");
+    assert_eq!(deleted[0]["outcome"], "done");
+    assert_eq!(account.deletes_per_key().get(&aging), Some(&1));
+
+    // The policy's counters are since the daemon started, not since the
+    // last reload.
+    let end = daemon.status();
+    let runs_after = policy_status(&end, "rotate")["runs"].clone();
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+    assert!(
+        runs_after.as_u64() >= runs_before.as_u64(),
+        "policies[rotate].runs went from {runs_before} to {runs_after} over reloads \
+         (runs.total {} -> {}):\n{end:#}",
+        runs_total(&refused),
+        runs_total(&end)
+    );
+}
