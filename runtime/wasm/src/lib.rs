@@ -356,9 +356,87 @@ pub struct Decision {
     pub peak_memory_bytes: usize,
 }
 
-/// Stops the epoch ticker when the last [`Host`] or [`Plugin`] is dropped.
+/// The epoch ticker's shared state.
+#[derive(Default)]
+struct TickState {
+    /// Plugin calls in flight: the ticker ticks only while there is one, so
+    /// an idle process (a daemon between runs) has no timer waking it.
+    active: usize,
+    /// The last [`Host`] and [`Plugin`] are gone: the thread ends.
+    stopped: bool,
+}
+
+type TickShared = Arc<(std::sync::Mutex<TickState>, std::sync::Condvar)>;
+
+/// Holds the epoch ticker thread; stops it when the last [`Host`] or
+/// [`Plugin`] is dropped.
 struct Ticker {
-    _stop: mpsc::Sender<()>,
+    shared: TickShared,
+}
+
+impl Ticker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TickState> {
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A plugin call is in flight until the guard is dropped.
+    fn active(&self) -> Active<'_> {
+        self.lock().active += 1;
+        self.shared.1.notify_all();
+        Active(self)
+    }
+
+    /// The thread: while a call is in flight, advance the epoch every
+    /// [`EPOCH_TICK`] (on the tick's schedule, whatever wakes it); otherwise
+    /// sleep until a call starts or the ticker stops.
+    fn run(shared: &TickShared, engine: &Engine) {
+        let (lock, wake) = &**shared;
+        let mut state = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next: Option<Instant> = None;
+        loop {
+            if state.stopped {
+                return;
+            }
+            if state.active == 0 {
+                next = None;
+                state = wake
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            let now = Instant::now();
+            let due = *next.get_or_insert(now + EPOCH_TICK);
+            if now >= due {
+                engine.increment_epoch();
+                next = Some(due + EPOCH_TICK);
+                continue;
+            }
+            state = wake
+                .wait_timeout(state, due - now)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.lock().stopped = true;
+        self.shared.1.notify_all();
+    }
+}
+
+/// A plugin call in flight (see [`Ticker::active`]).
+struct Active<'a>(&'a Ticker);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.active = state.active.saturating_sub(1);
+    }
 }
 
 /// The plugin runtime of a process: one wasmtime engine and its epoch ticker.
@@ -405,23 +483,20 @@ impl Host {
             plugin: String::new(),
             reason: format!("cannot create the wasm engine: {e}"),
         })?;
-        let (stop, stopped) = mpsc::channel::<()>();
+        let shared: TickShared = Arc::default();
         let ticking = engine.clone();
+        let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("engine-wasm-epoch".to_string())
-            .spawn(move || {
-                // Ends when every Sender (held by the Host and its Plugins) is gone.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
-                    ticking.increment_epoch();
-                }
-            })
+            // Ends when the last Host and Plugin are gone (Ticker's drop).
+            .spawn(move || Ticker::run(&thread_shared, &ticking))
             .map_err(|e| PluginError::Load {
                 plugin: String::new(),
                 reason: format!("cannot start the plugin timer thread: {e}"),
             })?;
         Ok(Host {
             engine,
-            ticker: Arc::new(Ticker { _stop: stop }),
+            ticker: Arc::new(Ticker { shared }),
             compile_timeout: limits::COMPILE_TIMEOUT,
         })
     }
@@ -574,7 +649,7 @@ impl Host {
             engine: self.engine.clone(),
             pre,
             decide,
-            _ticker: self.ticker.clone(),
+            ticker: self.ticker.clone(),
         })
     }
 
@@ -625,7 +700,7 @@ pub struct Plugin {
     pre: bindings::PluginPre<State>,
     /// `engine:plugin/decide@0.1.0#decide`.
     decide: ComponentExportIndex,
-    _ticker: Arc<Ticker>,
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -676,6 +751,8 @@ impl Plugin {
             ),
         );
         store.limiter(|s| &mut s.limits);
+        // The epoch advances while this guard lives (instantiate and call).
+        let _ticking = self.ticker.active();
         let tick_ms = EPOCH_TICK.as_millis().max(1) as u64;
         // The next tick may come at once: one tick more guarantees the plugin
         // gets at least `timeout_ms` (and at most one tick past it).
