@@ -17,6 +17,17 @@ use engine_run::Plugins;
 
 use crate::Schedule;
 
+/// A path as the file watcher reports it: its directory resolved (`..`,
+/// symlinks), its file name as is (the file itself may be gone).
+pub fn normalize(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// A loaded, validated policy directory.
 pub struct Config {
     /// The directory, absolute.
@@ -86,9 +97,7 @@ impl Config {
             .plugins
             .values()
             .filter_map(|p| match &p.source {
-                PluginSource::File { path, .. } => {
-                    Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
-                }
+                PluginSource::File { path, .. } => Some(normalize(path)),
                 PluginSource::Builtin => None,
             })
             .collect();
@@ -122,7 +131,9 @@ impl Config {
     /// Whether a changed path concerns this configuration: a policy file of
     /// the directory or a plugin file it names.
     pub fn concerns(&self, path: &Path) -> bool {
-        let in_dir = path.parent() == Some(self.dir.as_path());
+        let path = normalize(path);
+        let path = path.as_path();
+        let in_dir = path.parent() == Some(normalize(&self.dir).as_path());
         let policy_file = in_dir && path.extension().is_some_and(|e| e == "toml");
         // A Kubernetes ConfigMap volume swaps its files at once by renaming
         // the `..data` symlink: no `*.toml` path is touched.

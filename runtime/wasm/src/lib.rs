@@ -394,7 +394,9 @@ impl Ticker {
     /// sleep until a call starts or the ticker stops.
     fn run(shared: &TickShared, engine: &Engine) {
         let (lock, wake) = &**shared;
-        let mut state = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next: Option<Instant> = None;
         loop {
             if state.stopped {

@@ -151,3 +151,71 @@ fn a_broken_reload_keeps_the_old_config_and_a_fixed_one_takes_over() {
         runs_total(&end)
     );
 }
+
+/// A plugin file a policy names, outside the policy directory: changing it
+/// reloads too, and a file that no longer matches its sha256 is refused
+/// while the old configuration (and its compiled plugin) keeps running.
+#[test]
+fn a_changed_plugin_file_reloads_and_a_wrong_sha256_is_refused() {
+    use sha2::{Digest, Sha256};
+
+    let account = Account::new("plugin-file", vec![]);
+    let plugins = account.policies().with_file_name("plugins");
+    std::fs::create_dir_all(&plugins).expect("mkdir plugins");
+    let wasm =
+        std::path::Path::new(engine_wasm::BUILT_PLUGIN_DIR).join("deactivate_then_delete.wasm");
+    let bytes = std::fs::read(&wasm).expect("the example plugin is built by engine-wasm");
+    let plugin = plugins.join("custom.wasm");
+    std::fs::write(&plugin, &bytes).expect("copy the plugin");
+    let sha: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    account.write_policy(
+        "rotate.toml",
+        &format!(
+            "[policy.rotate]\nrule = \"cis-1.4\"\naction = \"custom\"\nschedule = \"0 0 0 1 1 *\"\n\n\
+             [plugin.custom]\nsource = \"../plugins/custom.wasm\"\nsha256 = \"{sha}\"\n\
+             allow = [\"deactivate-access-key\", \"delete-access-key\"]\n"
+        ),
+    );
+    let mut daemon = account.daemon(&[]);
+    let start = daemon.wait_status("a status document", |s| s["config"].is_object());
+    let digest = start["config"]["digest"].clone();
+
+    // Other bytes under the same name: the policies did not change, the
+    // plugin did, and its sha256 no longer matches.
+    let mut tampered = bytes.clone();
+    tampered.extend_from_slice(b"\0tampered");
+    std::fs::write(&plugin, &tampered).expect("tamper");
+    let refused = wait_reload(
+        &mut daemon,
+        &start["last_reload"]["at"],
+        "file-change",
+        "failure",
+    );
+    let diagnostics = refused["last_reload"]["diagnostics"].to_string();
+    assert!(diagnostics.contains("sha256"), "{refused:#}");
+    assert_eq!(
+        refused["config"]["digest"], digest,
+        "still the old configuration"
+    );
+    let m = daemon.metrics();
+    assert_eq!(
+        m.get("engine_config_last_reload_successful", &[]),
+        Some(0.0),
+        "{}",
+        m.text
+    );
+
+    // The right bytes again: reloaded, accepted.
+    std::fs::write(&plugin, &bytes).expect("restore");
+    let back = wait_reload(
+        &mut daemon,
+        &refused["last_reload"]["at"],
+        "file-change",
+        "success",
+    );
+    assert_eq!(back["config"]["policies"], 1, "{back:#}");
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
