@@ -241,6 +241,14 @@ pub async fn run(
     d.log_schedule();
     // The endpoints answer with a full status from their first request.
     d.publish();
+    // Watch before saying we listen; a change made between the load and
+    // now is caught by comparing the files with what was read.
+    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = watch(&d.config, fs_tx.clone());
+    let mut reload_at: Option<tokio::time::Instant> = None;
+    if d.config.changed_on_disk() {
+        reload_at = Some(tokio::time::Instant::now() + d.opts.debounce);
+    }
 
     let addr = listener
         .local_addr()
@@ -279,11 +287,8 @@ pub async fn run(
         })
     };
 
-    let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = watch(&d.config, fs_tx.clone());
     let stop = CancellationToken::new();
     let mut running: Option<JoinHandle<RunReport>> = None;
-    let mut reload_at: Option<tokio::time::Instant> = None;
 
     loop {
         let decision = d.scheduler.poll(Utc::now(), running.is_some());
