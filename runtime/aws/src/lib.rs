@@ -121,6 +121,9 @@ pub enum WriteOutcome {
 /// An IAM user as `GetUser` returns it: what identifies it, and its last sign-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserMeta {
+    /// The user name as IAM spells it (names compare case-insensitively).
+    pub name: String,
+    pub arn: String,
     pub created: DateTime<Utc>,
     /// `PasswordLastUsed`; `None` when never used (or not tracked).
     pub password_last_used: Option<DateTime<Utc>>,
@@ -386,8 +389,8 @@ impl Aws {
         }
     }
 
-    /// A user's creation date and last console sign-in (`GetUser`); `None`
-    /// when there is no such user.
+    /// A user's name, ARN, creation date and last console sign-in
+    /// (`GetUser`); `None` when there is no such user.
     pub async fn get_user(&self, user: &str) -> Result<Option<UserMeta>, AwsError> {
         const OP: &str = "GetUser";
         match self.iam.get_user().user_name(user).send().await {
@@ -401,6 +404,8 @@ impl Aws {
                     message: format!("user {user:?} has no valid create date"),
                 })?;
                 Ok(Some(UserMeta {
+                    name: u.user_name().to_string(),
+                    arn: u.arn().to_string(),
                     created,
                     password_last_used: u.password_last_used().and_then(to_chrono),
                 }))

@@ -12,8 +12,9 @@ use chrono::Utc;
 use engine_aws::Aws;
 use engine_core::plan::Plan;
 use engine_core::snapshot::Own;
+use engine_run::config_rules::{self, RuleResult};
 use engine_run::execute::{self, ActionResult, Execution, rederive, targets};
-use engine_run::{Prepared, live, saved};
+use engine_run::{Prepared, SourceSpec, live, saved};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,9 @@ struct ApplyReport<'a> {
     journal: String,
     plan: &'a Document,
     results: Vec<ActionResult>,
+    /// What each AWS Config rule write did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    config_rules: Vec<RuleResult>,
     done: usize,
     done_on_retry: usize,
     already_gone: usize,
@@ -53,10 +57,13 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     };
     let saved = args.target.is_file();
     let loaded = if saved {
-        load_saved(&args.target, args).await.map_err(|e| {
-            eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
-            exit::ERROR
-        })
+        load_saved(&args.target, args)
+            .await
+            .map(|(plan, doc, aws, own, sealed)| (plan, doc, aws, own, sealed, None))
+            .map_err(|e| {
+                eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
+                exit::ERROR
+            })
     } else {
         let source = SourceArgs {
             report: None,
@@ -66,16 +73,22 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         match check::prepare(&args.target, &source).await {
             Ok(Prepared {
                 plan,
-                doc,
+                mut doc,
                 snapshot,
             }) => match snapshot.account {
-                Some(account) => Ok((plan, doc, account.aws, account.own, None)),
+                Some(account) => match plan_config_rules(&mut doc, args).await {
+                    Ok(conn) => Ok((plan, doc, account.aws, account.own, None, conn)),
+                    Err(e) => {
+                        eprintln!("error: {}", engine_core::text::for_terminal(&e));
+                        Err(exit::ERROR)
+                    }
+                },
                 None => Err(exit::ERROR),
             },
             Err(code) => Err(code),
         }
     };
-    let (plan, doc, aws, own, sealed) = match loaded {
+    let (plan, doc, aws, own, sealed, config) = match loaded {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -133,21 +146,35 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         let _ = check::print(Format::Human, "apply", &doc, &plan);
     }
     let policy_failed = doc.summary.failed_policies > 0;
-    if planned == 0 {
+    let rule_writes = if config.is_some() {
+        doc.config_rules
+            .iter()
+            .filter(|e| e.change.writes())
+            .count()
+    } else {
+        0
+    };
+    let state = args.account.state.state.clone();
+    if planned == 0 && rule_writes == 0 {
+        // Nothing to send; records of rules already gone are still dropped.
+        let rules = match &config {
+            Some(conn) => config_rules::apply(conn, &doc.config_rules, &state).await,
+            None => Vec::new(),
+        };
         if args.format == Format::Human {
             println!("\nNo changes to apply.");
         } else {
-            let _ = print_report(args.format, None, journal.path(), &doc, &[]);
+            let _ = print_report(args.format, None, journal.path(), &doc, &[], &rules);
         }
         record_empty_run(&mut journal, &args.target, &doc);
-        return if policy_failed {
+        return if policy_failed || rules.iter().any(|r| r.outcome == "failed") {
             exit::ERROR
         } else {
             exit::CLEAN
         };
     }
     if !args.auto_approve {
-        match confirm(planned) {
+        match confirm(planned + rule_writes) {
             Ok(true) => {}
             Ok(false) => {
                 eprintln!("apply cancelled: nothing was changed");
@@ -167,6 +194,21 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         cancel: CancellationToken::new(),
     };
     let target = args.target.display().to_string();
+    if planned == 0 {
+        // Only AWS Config rules to change.
+        let rules = match &config {
+            Some(conn) => config_rules::apply(conn, &doc.config_rules, &state).await,
+            None => Vec::new(),
+        };
+        let failed = rules.iter().any(|r| r.outcome == "failed");
+        journal_config_run(&mut journal, &target, &doc, &rules);
+        let _ = print_report(args.format, None, journal.path(), &doc, &[], &rules);
+        return if failed || policy_failed {
+            exit::ERROR
+        } else {
+            exit::CLEAN
+        };
+    }
     let applied = match execute::apply(
         journal,
         "apply",
@@ -189,14 +231,24 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         }
     };
     let status = applied.status;
+    let rules = match &config {
+        Some(conn) => config_rules::apply(conn, &doc.config_rules, &state).await,
+        None => Vec::new(),
+    };
+    if !rules.is_empty()
+        && let Ok(mut j) = args.account.state.open_journal()
+    {
+        journal_config_run(&mut j, &target, &doc, &rules);
+    }
     let _ = print_report(
         args.format,
         Some(applied.run),
         &applied.journal,
         &doc,
         &applied.results,
+        &rules,
     );
-    if status == engine_journal::RunStatus::Ok {
+    if status == engine_journal::RunStatus::Ok && !rules.iter().any(|r| r.outcome == "failed") {
         exit::CLEAN
     } else {
         exit::ERROR
@@ -312,12 +364,58 @@ fn record_empty_run(j: &mut engine_journal::Journal, target: &Path, doc: &Docume
     }
 }
 
+/// Plan the AWS Config rules of the policy directory against the account
+/// (read again: `check::prepare` keeps its set to itself), into `doc`.
+async fn plan_config_rules(
+    doc: &mut Document,
+    args: &ApplyArgs,
+) -> Result<Option<engine_awsconfig::AwsConfig>, String> {
+    let set = engine_core::policy::load_dir(&args.target).map_err(|errors| {
+        check::print_policy_errors(&errors);
+        "the policies changed while planning; nothing was done".to_string()
+    })?;
+    if doc.source.policy_digest.as_deref() != Some(saved::policy_digest(&set).as_str()) {
+        return Err("the policies changed while planning; nothing was done".into());
+    }
+    let source = SourceSpec::Account(args.account.options());
+    Ok(config_rules::attach(doc, &set, &source, &args.account.state.state).await)
+}
+
+/// The AWS Config rule writes, journaled as a run of their own
+/// (`apply-config-rules`) whose summary lists each result.
+fn journal_config_run(
+    j: &mut engine_journal::Journal,
+    target: &str,
+    doc: &Document,
+    rules: &[RuleResult],
+) {
+    if rules.is_empty() {
+        return;
+    }
+    let failed = rules.iter().any(|r| r.outcome == "failed");
+    let summary = serde_json::json!({ "config_rules": rules }).to_string();
+    let recorded = j
+        .start_run("apply-config-rules", target, &[])
+        .and_then(|run| {
+            let status = if failed || doc.summary.failed_policies > 0 {
+                engine_journal::RunStatus::Failed
+            } else {
+                engine_journal::RunStatus::Ok
+            };
+            j.finish_run(run, status, &summary)
+        });
+    if let Err(e) = recorded {
+        eprintln!("warning: journal: {e}");
+    }
+}
+
 fn print_report(
     format: Format,
     run: Option<i64>,
     journal: &Path,
     doc: &Document,
     results: &[ActionResult],
+    rules: &[RuleResult],
 ) -> std::io::Result<()> {
     let count = |o: &str| results.iter().filter(|r| r.outcome == o).count();
     let report = ApplyReport {
@@ -325,6 +423,7 @@ fn print_report(
         journal: journal.display().to_string(),
         plan: doc,
         results: results.to_vec(),
+        config_rules: rules.to_vec(),
         done: count("done"),
         done_on_retry: count("done-on-retry"),
         already_gone: count("already-gone"),
@@ -359,6 +458,34 @@ fn print_report(
                 format!(": {}", t(&r.detail))
             }
         )?;
+    }
+    for r in rules {
+        writeln!(
+            out,
+            "  {:12}  {:6} AWS Config rule {} ({}){}",
+            r.outcome,
+            r.change,
+            t(&r.name),
+            t(&r.region),
+            if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", t(&r.detail))
+            }
+        )?;
+    }
+    if !rules.is_empty() {
+        let n = |o: &str| rules.iter().filter(|r| r.outcome == o).count();
+        writeln!(
+            out,
+            "\nAWS Config rules: {} done, {} already gone, {} failed.",
+            n("done"),
+            n("already-gone"),
+            n("failed")
+        )?;
+    }
+    if run.is_none() && results.is_empty() {
+        return Ok(());
     }
     writeln!(
         out,

@@ -15,6 +15,14 @@ use crate::{CheckArgs, Format, SourceArgs, exit};
 /// Load the policies and their plugins, take the snapshot and plan. On
 /// failure, the error has been printed and the exit code is returned.
 pub async fn prepare(dir: &Path, args: &SourceArgs) -> Result<Prepared, u8> {
+    prepare_with_set(dir, args).await.map(|(p, _, _)| p)
+}
+
+/// [`prepare`], also returning the policy set and the source it used.
+pub async fn prepare_with_set(
+    dir: &Path,
+    args: &SourceArgs,
+) -> Result<(Prepared, engine_core::PolicySet, SourceSpec), u8> {
     let set = match policy::load_dir(dir) {
         Ok(set) => set,
         Err(errors) => {
@@ -27,9 +35,13 @@ pub async fn prepare(dir: &Path, args: &SourceArgs) -> Result<Prepared, u8> {
         exit::ERROR
     };
     let plugins = Plugins::load(&set).map_err(fail)?;
-    let source = match &args.report {
-        Some(path) => SourceSpec::File(path.clone()),
-        None => SourceSpec::Account(args.account.options()),
+    let source = match (&args.report, &args.account.user) {
+        (Some(path), _) => SourceSpec::File(path.clone()),
+        (None, Some(user)) => SourceSpec::User {
+            account: args.account.options(),
+            user: user.clone(),
+        },
+        (None, None) => SourceSpec::Account(args.account.options()),
     };
     engine_run::prepare(Request {
         set: &set,
@@ -41,14 +53,21 @@ pub async fn prepare(dir: &Path, args: &SourceArgs) -> Result<Prepared, u8> {
         observer: None,
     })
     .await
+    .map(|p| (p, set.clone(), source.clone()))
     .map_err(fail)
 }
 
 pub async fn run(args: &CheckArgs) -> u8 {
-    let prepared = match prepare(&args.dir, &args.source).await {
+    let (mut prepared, set, source) = match prepare_with_set(&args.dir, &args.source).await {
         Ok(p) => p,
         Err(code) => return code,
     };
+    // The AWS Config rules the policies declare, against the account (or
+    // "not compared" for a report file). A single user's check leaves them.
+    if !matches!(source, SourceSpec::User { .. }) {
+        let state = &args.source.account.state.state;
+        engine_run::config_rules::attach(&mut prepared.doc, &set, &source, state).await;
+    }
     let doc = &prepared.doc;
     if let Some(account) = &prepared.snapshot.account {
         tracing::info!(api_calls = account.api_calls, "live check done");
@@ -101,7 +120,12 @@ fn journal_check(args: &CheckArgs, prepared: &Prepared) {
             ),
             Err(e) => tracing::warn!("not taking over unfinished actions of earlier runs: {e}"),
         }
-        let run = j.start_run("check", &args.dir.display().to_string(), &prepared.doc.findings)?;
+        let dir = args.dir.display().to_string();
+        let source = match &prepared.doc.source.user {
+            Some(_) => engine_run::execute::journal_source(&dir, &prepared.doc),
+            None => dir,
+        };
+        let run = j.start_run("check", &source, &prepared.doc.findings)?;
         let summary = serde_json::to_string(&prepared.doc.summary).unwrap_or_default();
         j.finish_run(run, engine_journal::RunStatus::Ok, &summary)
     });

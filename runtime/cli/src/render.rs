@@ -118,6 +118,11 @@ pub fn human(
         (None, Some(a)) => format!("account {}", for_terminal(a)),
         (None, None) => "credential report".to_string(),
     };
+    // `--user`: fresh reads of one user, not the credential report.
+    let from = match &doc.source.user {
+        Some(u) => format!("{from} (fresh reads of user {})", for_terminal(u)),
+        None => from,
+    };
     writeln!(
         out,
         "{} {} against {from} at {}",
@@ -229,6 +234,7 @@ pub fn human(
             )?;
         }
     }
+    config_rules(out, doc)?;
     writeln!(out)?;
     let mut line = format!(
         "Plan: {} to delete, {} to deactivate, {} console password{} to remove.",
@@ -262,6 +268,175 @@ pub fn human(
     }
     line.push('.');
     writeln!(out, "{}", paint(BOLD, &line))?;
+    let count = |kind: &str| {
+        doc.config_rules
+            .iter()
+            .filter(|e| e.change.kind() == kind)
+            .count()
+    };
+    if !doc.config_rules.is_empty() {
+        let mut line = format!(
+            "AWS Config rules: {} to create, {} to update, {} to delete",
+            count("create"),
+            count("update"),
+            count("delete")
+        );
+        for (kind, what) in [
+            ("unmanaged", "not managed by the engine"),
+            ("not-compared", "not compared"),
+        ] {
+            let n = count(kind);
+            if n > 0 {
+                line.push_str(&format!(", {n} {what}"));
+            }
+        }
+        line.push('.');
+        writeln!(out, "{}", paint(BOLD, &line))?;
+    }
+    Ok(())
+}
+
+/// `ACCESS_KEYS_ROTATED maxAccessKeyAge=90`.
+fn rule_text(source: &str, params: &std::collections::BTreeMap<String, String>) -> String {
+    let mut text = for_terminal(source).into_owned();
+    for (k, v) in params {
+        text.push_str(&format!(" {}={}", for_terminal(k), for_terminal(v)));
+    }
+    text
+}
+
+/// The section `AWS Config rules (region R)`: one line per declared or managed rule.
+fn config_rules(out: &mut dyn Write, doc: &Document) -> std::io::Result<()> {
+    use engine_core::config_rule::RuleChange;
+    if doc.config_rules.is_empty() && doc.config_warnings.is_empty() {
+        return Ok(());
+    }
+    let mut regions: Vec<&str> = doc.config_rules.iter().map(|e| e.region.as_str()).collect();
+    regions.dedup();
+    writeln!(out)?;
+    let head = match regions.as_slice() {
+        [] => "AWS Config rules".to_string(),
+        r => format!("AWS Config rules (region {})", for_terminal(&r.join(", "))),
+    };
+    writeln!(out, "{}", paint(BOLD, &head))?;
+    let file = doc.source.report.is_some();
+    for e in &doc.config_rules {
+        let name = for_terminal(e.change.name());
+        let (sym, style, text) = match &e.change {
+            RuleChange::Create { rule, recreate } => (
+                '+',
+                GREEN,
+                format!(
+                    "{name} ({}){}",
+                    rule_text(&rule.source_identifier, &rule.parameters),
+                    if *recreate {
+                        " (deleted outside the engine: created again)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            RuleChange::Update {
+                rule,
+                from_source_identifier,
+                from_parameters,
+                drift,
+                adopt,
+            } => {
+                let mut parts = Vec::new();
+                if *from_source_identifier != rule.source_identifier {
+                    parts.push(format!(
+                        "{} -> {}",
+                        for_terminal(from_source_identifier),
+                        for_terminal(&rule.source_identifier)
+                    ));
+                }
+                let keys: std::collections::BTreeSet<&String> = from_parameters
+                    .keys()
+                    .chain(rule.parameters.keys())
+                    .collect();
+                for k in keys {
+                    let (old, new) = (from_parameters.get(k), rule.parameters.get(k));
+                    if old != new {
+                        let show = |v: Option<&String>| {
+                            v.map_or("(none)".to_string(), |v| for_terminal(v).into_owned())
+                        };
+                        parts.push(format!(
+                            "{} {} -> {}",
+                            for_terminal(k),
+                            show(old),
+                            show(new)
+                        ));
+                    }
+                }
+                let mut text = if parts.is_empty() {
+                    format!(
+                        "{name} ({})",
+                        rule_text(&rule.source_identifier, &rule.parameters)
+                    )
+                } else {
+                    format!("{name} {}", parts.join(", "))
+                };
+                if *drift {
+                    text.push_str(" (drift: changed outside the engine)");
+                }
+                if *adopt {
+                    text.push_str(" (adopted: tagged managed-by = engine)");
+                }
+                ('~', YELLOW, text)
+            }
+            RuleChange::Delete {
+                source_identifier,
+                parameters,
+                ..
+            } => (
+                '-',
+                RED,
+                format!(
+                    "{name} ({}): no longer declared",
+                    rule_text(source_identifier, parameters)
+                ),
+            ),
+            RuleChange::Unchanged { rule } => (
+                '.',
+                DIM,
+                format!(
+                    "{name} ({}) up to date",
+                    rule_text(&rule.source_identifier, &rule.parameters)
+                ),
+            ),
+            RuleChange::Unmanaged { .. } => (
+                '!',
+                YELLOW,
+                format!(
+                    "{name} exists and is not managed by the engine: left alone (adopt_aws_config_rule = true to manage it)"
+                ),
+            ),
+            RuleChange::Forget { .. } => (
+                '.',
+                DIM,
+                format!("{name} no longer declared and already gone: forgotten"),
+            ),
+            RuleChange::NotCompared { rule } => (
+                '?',
+                DIM,
+                format!(
+                    "{name} ({}) not compared{}",
+                    rule_text(&rule.source_identifier, &rule.parameters),
+                    if file { " (report file)" } else { "" }
+                ),
+            ),
+        };
+        writeln!(
+            out,
+            "  {} {}",
+            paint(style, &sym.to_string()),
+            paint(style, &text)
+        )?;
+    }
+    for w in &doc.config_warnings {
+        writeln!(out, "  {} {}", paint(YELLOW, "warning:"), for_terminal(w))?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 //! `policies -> report -> findings -> plan` can be tested alone: no tokio, no
 //! AWS, no wasmtime, no I/O beyond reading the files it is pointed at.
 
+pub mod config_rule;
 pub mod finding;
+pub mod fresh;
 pub mod plan;
 pub mod policy;
 pub mod recheck;

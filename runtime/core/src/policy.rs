@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::config_rule::{ConfigRuleDecl, ManagedRule};
 use crate::plan::ActionKind;
 
 /// The CIS rule a policy evaluates.
@@ -129,8 +130,12 @@ pub struct Policy {
     /// Free string parameters handed to the plugin.
     pub params: BTreeMap<String, String>,
     pub origin: Origin,
+    /// The AWS Config managed rule that mirrors this policy (`aws_config_rule`).
+    pub aws_config_rule: Option<ConfigRuleDecl>,
     /// Where `action` was written (the policy name when it was not).
     action_span: Option<Range<usize>>,
+    /// Where `aws_config_rule` was written.
+    config_rule_span: Option<Range<usize>>,
 }
 
 impl Policy {
@@ -183,6 +188,16 @@ pub struct PolicySet {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// sha256 (hex) of the policy files' names and texts.
     pub digest: String,
+    /// The `[aws_config]` table: where the Config rules live.
+    pub aws_config: Option<AwsConfigSettings>,
+}
+
+/// The top-level `[aws_config]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfigSettings {
+    /// The region of the Config rules (IAM is global, Config rules are regional).
+    pub region: String,
+    pub origin: Origin,
 }
 
 impl PolicySet {
@@ -454,6 +469,76 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         }
     }
 
+    // AWS Config: one [aws_config] table, required by any declared rule, and
+    // one policy per Config rule name.
+    if let Some((first_id, first_span, _)) = declared.aws_config.first() {
+        for (id, span, _) in declared.aws_config.iter().skip(1) {
+            problems.push(
+                Problem::new(
+                    "duplicate-aws-config",
+                    "[aws_config] is defined more than once",
+                )
+                .at(*id, span.clone(), "defined again here")
+                .at(*first_id, first_span.clone(), "first defined here"),
+            );
+        }
+    }
+    let aws_config = declared.aws_config.first().and_then(|(_, _, s)| s.clone());
+    if declared.aws_config.is_empty()
+        && let Some((p, id, _)) = policies
+            .iter()
+            .find(|(p, _, _)| p.aws_config_rule.is_some())
+    {
+        let n = policies
+            .iter()
+            .filter(|(p, _, _)| p.aws_config_rule.is_some())
+            .count();
+        problems.push(
+            Problem::new(
+                "missing-aws-config",
+                format!(
+                    "policy {:?}{} declares an AWS Config rule, but no [aws_config] table says in which region",
+                    p.name,
+                    if n > 1 { format!(" (and {} more)", n - 1) } else { String::new() }
+                ),
+            )
+            .at(*id, p.config_rule_span.clone().unwrap_or(0..0), "declared here")
+            .note("add a top-level table to one policy file: [aws_config] region = \"eu-west-1\" (Config rules are regional)"),
+        );
+    }
+    let mut rule_names: BTreeMap<&str, Vec<(usize, Range<usize>)>> = BTreeMap::new();
+    for (p, id, _) in &policies {
+        if let Some(d) = &p.aws_config_rule {
+            rule_names
+                .entry(d.name.as_str())
+                .or_default()
+                .push((*id, p.config_rule_span.clone().unwrap_or(0..0)));
+        }
+    }
+    for (name, places) in &rule_names {
+        if places.len() > 1 {
+            let mut pr = Problem::new(
+                "duplicate-aws-config-rule",
+                format!(
+                    "AWS Config rule {name:?} is declared by {} policies",
+                    places.len()
+                ),
+            );
+            for (i, (id, span)) in places.iter().enumerate() {
+                pr = pr.at(
+                    *id,
+                    span.clone(),
+                    if i == 0 {
+                        "first declared here"
+                    } else {
+                        "declared again here"
+                    },
+                );
+            }
+            problems.push(pr.note("set a distinct `aws_config_rule_name` in each policy"));
+        }
+    }
+
     if !problems.is_empty() {
         let mut diagnostics: Vec<(usize, usize, Diagnostic<usize>)> = problems
             .into_iter()
@@ -478,6 +563,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         policies,
         plugins: plugin_map,
         digest,
+        aws_config,
     })
 }
 
@@ -507,6 +593,8 @@ fn digest(files: &[PolicyFile]) -> String {
 struct Declared {
     plugins: Vec<String>,
     policies: Vec<(String, usize, Range<usize>)>,
+    /// Every `[aws_config]` table, valid or not (file, span, region if valid).
+    aws_config: Vec<(usize, Range<usize>, Option<AwsConfigSettings>)>,
 }
 
 struct FileCtx<'a> {
@@ -569,11 +657,16 @@ impl FileCtx<'_> {
                         }
                     }
                 }
+                "aws_config" => {
+                    any = true;
+                    let settings = self.aws_config(value);
+                    declared.aws_config.push((self.id, key.span(), settings));
+                }
                 other => self.err(
                     "unknown-key",
                     format!("unknown top-level key {other:?}"),
                     key.span(),
-                    "expected `policy` or `plugin`",
+                    "expected `policy`, `plugin` or `aws_config`",
                 ),
             }
         }
@@ -717,6 +810,9 @@ impl FileCtx<'_> {
         let mut max_actions = None;
         let mut schedule = None;
         let mut params = BTreeMap::new();
+        let mut config_rule: Option<(ManagedRule, Range<usize>)> = None;
+        let mut config_rule_name: Option<(String, Range<usize>)> = None;
+        let mut adopt_config_rule: Option<(bool, Range<usize>)> = None;
         for (k, v) in entries {
             let key = k.get_ref().as_ref();
             match key {
@@ -829,6 +925,52 @@ impl FileCtx<'_> {
                         }
                     }
                 }
+                "aws_config_rule" => {
+                    if let Some(s) = self.string(key, v) {
+                        match ManagedRule::parse(&s) {
+                            Some(r) => config_rule = Some((r, v.span())),
+                            None => self.err(
+                                "invalid-value",
+                                format!("unknown AWS Config rule {s:?}"),
+                                v.span(),
+                                &format!(
+                                    "expected {}",
+                                    ManagedRule::ALL
+                                        .iter()
+                                        .map(|r| format!("{:?}", r.as_str()))
+                                        .collect::<Vec<_>>()
+                                        .join(" or ")
+                                ),
+                            ),
+                        }
+                    }
+                }
+                "aws_config_rule_name" => {
+                    if let Some(s) = self.string(key, v) {
+                        if valid_name(&s) {
+                            config_rule_name = Some((s, v.span()));
+                        } else {
+                            self.err(
+                                "invalid-value",
+                                format!("{s:?} is not a valid AWS Config rule name"),
+                                v.span(),
+                                "use 1 to 128 letters, digits, `-`, `_` and `.`",
+                            );
+                        }
+                    }
+                }
+                "adopt_aws_config_rule" => match v.get_ref() {
+                    DeValue::Boolean(b) => adopt_config_rule = Some((*b, k.span())),
+                    other => {
+                        let t = other.type_str();
+                        self.err(
+                            "wrong-type",
+                            format!("`{key}` must be a boolean, found {t}"),
+                            v.span(),
+                            "expected true or false",
+                        );
+                    }
+                },
                 "params" => {
                     if let Some(t) = self.table(v, "params") {
                         for (pk, pv) in t.iter() {
@@ -883,6 +1025,59 @@ impl FileCtx<'_> {
             ),
             _ => {}
         }
+        let aws_config_rule = match (config_rule, &config_rule_name, &adopt_config_rule) {
+            (Some((r, span)), _, _) => {
+                if r.mirrors() != rule {
+                    let fits = ManagedRule::ALL
+                        .iter()
+                        .find(|m| m.mirrors() == rule)
+                        .map(|m| format!("use \"{}\" for {rule}", m.as_str()))
+                        .unwrap_or_default();
+                    self.problems.push(
+                        Problem::new(
+                            "invalid-value",
+                            format!(
+                                "AWS Config rule {:?} mirrors {}, but policy {pname:?} is {rule}",
+                                r.as_str(),
+                                r.mirrors()
+                            ),
+                        )
+                        .at(self.id, span.clone(), "does not fit the policy's rule")
+                        .note(fits),
+                    );
+                }
+                let name = match &config_rule_name {
+                    Some((n, _)) => n.clone(),
+                    None => format!("engine-{pname}"),
+                };
+                if name.len() > 128 {
+                    self.err(
+                        "invalid-value",
+                        format!("the default AWS Config rule name {name:?} is longer than 128 characters"),
+                        span.clone(),
+                        "set a shorter `aws_config_rule_name`",
+                    );
+                }
+                Some((
+                    ConfigRuleDecl {
+                        rule: r,
+                        name,
+                        adopt: adopt_config_rule.as_ref().is_some_and(|(b, _)| *b),
+                    },
+                    span,
+                ))
+            }
+            (None, Some((_, span)), _) | (None, None, Some((_, span))) => {
+                self.err(
+                    "invalid-key",
+                    "`aws_config_rule_name` and `adopt_aws_config_rule` need `aws_config_rule`",
+                    span.clone(),
+                    "no aws_config_rule in this policy",
+                );
+                None
+            }
+            (None, None, None) => None,
+        };
         let exempt = match exempt.build() {
             Ok(set) => set,
             Err(e) => {
@@ -913,9 +1108,69 @@ impl FileCtx<'_> {
             schedule,
             params,
             action_span,
+            config_rule_span: aws_config_rule.as_ref().map(|(_, s)| s.clone()),
+            aws_config_rule: aws_config_rule.map(|(d, _)| d),
             origin: Origin {
                 file: self.path.to_path_buf(),
                 line: self.line_of(name.span().start),
+            },
+        })
+    }
+
+    /// The `[aws_config]` table.
+    fn aws_config(&mut self, v: &Spanned<DeValue<'_>>) -> Option<AwsConfigSettings> {
+        let table = self.table(v, "aws_config")?;
+        let before = self.problems.len();
+        let mut region = None;
+        for (k, v) in table.iter() {
+            let key = k.get_ref().as_ref();
+            match key {
+                "region" => {
+                    if let Some(s) = self.string(key, v) {
+                        if valid_region(&s) {
+                            region = Some(s);
+                        } else {
+                            self.err(
+                                "invalid-value",
+                                format!("{s:?} is not an AWS region"),
+                                v.span(),
+                                "expected a region such as \"eu-west-1\"",
+                            );
+                        }
+                    }
+                }
+                other => {
+                    let hint = closest(other, AWS_CONFIG_KEYS);
+                    self.problems.push(
+                        Problem::new(
+                            "unknown-key",
+                            format!("unknown key {other:?} in [aws_config]"),
+                        )
+                        .at(self.id, k.span(), "unknown key")
+                        .note(match hint {
+                            Some(h) => format!("did you mean `{h}`?"),
+                            None => format!("valid keys: {}", AWS_CONFIG_KEYS.join(", ")),
+                        }),
+                    );
+                }
+            }
+        }
+        if region.is_none() && self.problems.len() == before {
+            self.err(
+                "missing-key",
+                "[aws_config] has no `region`",
+                v.span(),
+                "add region = \"eu-west-1\" (the region of the Config rules)",
+            );
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(AwsConfigSettings {
+            region: region?,
+            origin: Origin {
+                file: self.path.to_path_buf(),
+                line: self.line_of(v.span().start),
             },
         })
     }
@@ -1092,7 +1347,29 @@ const POLICY_KEYS: &[&str] = &[
     "max_actions_per_run",
     "schedule",
     "params",
+    "aws_config_rule",
+    "aws_config_rule_name",
+    "adopt_aws_config_rule",
 ];
+
+const AWS_CONFIG_KEYS: &[&str] = &["region"];
+
+/// A region name such as `eu-west-1` or `us-gov-west-1`.
+fn valid_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .first()
+            .is_some_and(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
 
 const PLUGIN_KEYS: &[&str] = &["source", "sha256", "timeout_ms", "memory_mb", "allow"];
 

@@ -170,6 +170,7 @@ impl Config {
                 .collect(),
             plugins: self.set.plugins.clone(),
             digest: self.set.digest.clone(),
+            aws_config: self.set.aws_config.clone(),
         }
     }
 

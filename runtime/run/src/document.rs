@@ -23,6 +23,12 @@ pub struct Document {
     pub refused: Vec<RefusalEntry>,
     pub errors: Vec<ErrorEntry>,
     pub summary: Summary,
+    /// The AWS Config rules the policies declare, and what to do about each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_rules: Vec<crate::config_rules::ConfigRuleEntry>,
+    /// Warnings about AWS Config (no recorder of IAM users, rules not compared).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_warnings: Vec<String>,
     /// HMAC-SHA256 of the saved plan under the state directory's key: `apply
     /// PLAN` refuses an edited or foreign plan. Only in files saved with `--out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,6 +58,10 @@ pub struct Source {
     /// `--now` was given against a live account: a what-if, never saved or applied.
     #[serde(default)]
     pub what_if: bool,
+    /// The one user evaluated from fresh IAM reads (`--user`) instead of
+    /// the credential report; absent for a whole-account plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +159,8 @@ impl Document {
             refused,
             errors,
             summary: plan.summary(),
+            config_rules: Vec::new(),
+            config_warnings: Vec::new(),
             mac: None,
         }
     }

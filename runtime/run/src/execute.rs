@@ -63,14 +63,16 @@ impl Applied {
 }
 
 /// What the journal records as a run's source: the policies or plan file,
-/// and when the report it was made from was generated.
+/// and when the report it was made from was generated (or the user read
+/// fresh from IAM).
 pub fn journal_source(target: &str, doc: &Document) -> String {
-    match doc.source.report_generated_at {
-        Some(at) => format!(
+    match (&doc.source.user, doc.source.report_generated_at) {
+        (Some(user), _) => format!("{target} (fresh reads of user {user})"),
+        (None, Some(at)) => format!(
             "{target} (report generated at {})",
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
-        None => target.to_string(),
+        (None, None) => target.to_string(),
     }
 }
 

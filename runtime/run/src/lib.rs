@@ -13,6 +13,7 @@
 //!
 //! [`saved`] seals and verifies plans saved by `check --out`.
 
+pub mod config_rules;
 pub mod document;
 pub mod execute;
 pub mod live;

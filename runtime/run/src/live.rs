@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 
 use chrono::{DateTime, Utc};
 use engine_aws::{Aws, AwsOptions, Identity, ReportProgress};
+use engine_core::fresh::{FreshKey, FreshReport, FreshUser};
 use engine_core::report::CredentialReport;
 use engine_core::snapshot::{self, AccessKeyMeta, Own};
 use engine_core::{Finding, PolicySet};
@@ -23,6 +24,9 @@ pub struct Snapshot {
     pub source: String,
     /// When AWS generated the report (live account only).
     pub generated_at: Option<DateTime<Utc>>,
+    /// The one user read fresh from IAM instead of the credential report
+    /// ([`SourceSpec::User`]), as IAM spells the name.
+    pub user: Option<String>,
 }
 
 pub struct Account {
@@ -59,6 +63,13 @@ pub enum SourceSpec {
     File(std::path::PathBuf),
     /// The live account.
     Account(AccountOptions),
+    /// One user of the live account, read fresh from IAM (`GetUser`,
+    /// `GetLoginProfile`, `ListAccessKeys`, `GetAccessKeyLastUsed`) instead
+    /// of the credential report.
+    User {
+        account: AccountOptions,
+        user: String,
+    },
 }
 
 pub fn aws_options(args: &AccountOptions) -> AwsOptions {
@@ -80,6 +91,10 @@ pub async fn snapshot(
 ) -> Result<Snapshot, String> {
     let args = match source {
         SourceSpec::Account(args) => args,
+        SourceSpec::User { account, user } => {
+            let aws = connect(account).await?;
+            return fresh_user(set, aws, now, user).await;
+        }
         SourceSpec::File(path) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| format!("cannot read credential report {}: {e}", path.display()))?;
@@ -96,6 +111,7 @@ pub async fn snapshot(
                 account: None,
                 source: path.display().to_string(),
                 generated_at: None,
+                user: None,
             });
         }
     };
@@ -179,6 +195,7 @@ async fn live(
         evaluated,
         source: format!("account {}", identity.account),
         generated_at: Some(fetched.generated_at),
+        user: None,
         account: Some(Account {
             aws,
             identity,
@@ -186,6 +203,167 @@ async fn live(
             api_calls,
         }),
     })
+}
+
+/// One user from fresh reads: who the engine runs as, then the user's
+/// `GetUser`, `GetLoginProfile`, `ListAccessKeys` and one
+/// `GetAccessKeyLastUsed` per key, made into a one-row report
+/// ([`FreshReport`]). Key ids come from the slots, not from dates; the
+/// engine's own credentials are protected as for the whole account. A user that does
+/// not exist is an error.
+pub async fn fresh_user(
+    set: &PolicySet,
+    aws: Aws,
+    now: DateTime<Utc>,
+    name: &str,
+) -> Result<Snapshot, String> {
+    let identity = aws
+        .identity()
+        .await
+        .map_err(|e| format!("cannot tell who the engine runs as (GetCallerIdentity): {e}"))?;
+    tracing::info!(account = %identity.account, arn = %identity.arn, key = %identity.access_key_id, "connected");
+    let own = own_credentials(&identity);
+    let meta = aws
+        .get_user(name)
+        .await
+        .map_err(|e| format!("cannot read user {name} (GetUser): {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "there is no IAM user named {name:?} in account {}; nothing evaluated",
+                identity.account
+            )
+        })?;
+    let (profile, listed) = tokio::join!(
+        aws.login_profile_created(&meta.name),
+        aws.list_access_keys(&meta.name)
+    );
+    let login_profile_created = profile.map_err(|e| {
+        format!(
+            "cannot read the console password of {} (GetLoginProfile): {e}",
+            meta.name
+        )
+    })?;
+    let listed = listed.map_err(|e| {
+        format!(
+            "cannot list the access keys of {} (ListAccessKeys): {e}",
+            meta.name
+        )
+    })?;
+    // GetCallerIdentity, GetUser, GetLoginProfile, ListAccessKeys, one GetAccessKeyLastUsed per key.
+    let api_calls = 4 + listed.len() as u32;
+    let used = last_used_of(&aws, &listed).await;
+    let mut keys = Vec::with_capacity(listed.len());
+    for (k, used) in listed.into_iter().zip(used) {
+        match used.map_err(|e| {
+            format!(
+                "cannot read when access key {} of {} was last used (GetAccessKeyLastUsed): {e}",
+                k.id, meta.name
+            )
+        })? {
+            Some(last_used) => keys.push(FreshKey {
+                id: k.id,
+                active: k.active,
+                created: k.create_date,
+                last_used,
+            }),
+            // Deleted between the two reads: it is gone, nothing to act on.
+            None => tracing::info!(
+                "access key {} of {} was deleted while it was being read",
+                k.id,
+                meta.name
+            ),
+        }
+    }
+    let user = FreshUser {
+        name: meta.name,
+        arn: meta.arn,
+        created: meta.created,
+        password_last_used: meta.password_last_used,
+        login_profile_created,
+        keys,
+    };
+    check_fresh_clock(&user, Utc::now())?;
+    let fresh = FreshReport::new(&user).map_err(|e| format!("{e}; nothing evaluated"))?;
+    let evaluated = set
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, fresh.findings(p, &own, now)))
+        .collect();
+    tracing::info!(user = %user.name, keys = user.keys.len(), calls = api_calls, "fresh reads");
+    Ok(Snapshot {
+        report: fresh.report,
+        evaluated,
+        source: format!(
+            "account {} (fresh reads of user {})",
+            identity.account, user.name
+        ),
+        generated_at: None,
+        user: Some(user.name),
+        account: Some(Account {
+            aws,
+            identity,
+            own,
+            api_calls,
+        }),
+    })
+}
+
+/// `GetAccessKeyLastUsed` for each key, at once (a user has at most two).
+async fn last_used_of(
+    aws: &Aws,
+    keys: &[engine_aws::AccessKeyMeta],
+) -> Vec<Result<Option<Option<DateTime<Utc>>>, engine_aws::AwsError>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        let aws = aws.clone();
+        let id = k.id.clone();
+        tasks.spawn(async move { (i, aws.access_key_last_used(&id).await) });
+    }
+    let mut out: Vec<_> = (0..keys.len()).map(|_| Ok(None)).collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, r)) => out[i] = r,
+            Err(e) => {
+                return keys
+                    .iter()
+                    .map(|_| {
+                        Err(engine_aws::AwsError::Response {
+                            operation: "GetAccessKeyLastUsed",
+                            message: format!("the lookup task failed: {e}"),
+                        })
+                    })
+                    .collect();
+            }
+        }
+    }
+    out
+}
+
+/// With no credential report there is no generation time to check the
+/// clock against; a credential IAM says was created in the future of this
+/// machine's clock shows a clock that is behind, and every age with it.
+fn check_fresh_clock(user: &FreshUser, now: DateTime<Utc>) -> Result<(), String> {
+    let newest = user
+        .keys
+        .iter()
+        .map(|k| k.created)
+        .chain(user.login_profile_created)
+        .chain([user.created])
+        .max()
+        .unwrap_or(user.created);
+    if newest - now > MAX_CLOCK_SKEW {
+        return Err(format!(
+            "IAM says a credential of {} was created at {}, {} ahead of this machine's clock ({}); nothing evaluated: fix the clock (NTP) and run again",
+            user.name,
+            newest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(std::time::Duration::from_secs(
+                (newest - now).num_seconds().unsigned_abs()
+            )),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ));
+    }
+    Ok(())
 }
 
 /// How far in the future of the local clock a credential report may be

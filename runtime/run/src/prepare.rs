@@ -73,6 +73,7 @@ pub async fn prepare(req: Request<'_>) -> Result<Prepared, String> {
                     .to_string(),
             ),
             policy_digest: Some(saved::policy_digest(set)),
+            user: snapshot.user.clone(),
         },
     };
     let doc = Document::new(&plan, source);
