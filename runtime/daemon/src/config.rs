@@ -153,6 +153,11 @@ impl Config {
         }))
     }
 
+    /// The names of its policies.
+    pub fn policy_names(&self) -> Vec<&str> {
+        self.set.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+
     /// Whether the files changed since they were read.
     pub fn changed_on_disk(&self) -> bool {
         fingerprint(&self.dir, &self.plugin_files) != self.fingerprint

@@ -516,13 +516,7 @@ impl Daemon {
                 .action(&r.policy, r.action.as_str(), r.outcome);
         }
         // A policy a reload removed during the run is not shown again.
-        let current: Vec<&str> = self
-            .config
-            .set
-            .policies
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
+        let current = self.config.policy_names();
         for policy in report
             .policies
             .iter()
@@ -571,13 +565,7 @@ impl Daemon {
     }
 
     fn publish_findings(&self) {
-        let names: Vec<&str> = self
-            .config
-            .set
-            .policies
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
+        let names = self.config.policy_names();
         let open: Vec<(String, String, u64)> = self
             .open_findings
             .iter()
