@@ -5,6 +5,7 @@
 //! AWS, no wasmtime, no I/O beyond reading the files it is pointed at.
 
 pub mod config_rule;
+pub mod event;
 pub mod finding;
 pub mod fresh;
 pub mod plan;

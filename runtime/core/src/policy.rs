@@ -197,6 +197,9 @@ pub struct PolicySet {
 pub struct AwsConfigSettings {
     /// The region of the Config rules (IAM is global, Config rules are regional).
     pub region: String,
+    /// `events_queue`: the URL of the SQS queue EventBridge delivers the
+    /// region's Config compliance events to, for the daemon.
+    pub events_queue: Option<String>,
     pub origin: Origin,
 }
 
@@ -1122,9 +1125,23 @@ impl FileCtx<'_> {
         let table = self.table(v, "aws_config")?;
         let before = self.problems.len();
         let mut region = None;
+        let mut events_queue = None;
         for (k, v) in table.iter() {
             let key = k.get_ref().as_ref();
             match key {
+                "events_queue" => {
+                    if let Some(s) = self.string(key, v) {
+                        match queue_url_problem(&s) {
+                            None => events_queue = Some(s),
+                            Some(why) => self.err(
+                                "invalid-value",
+                                format!("{s:?} is not an SQS queue URL: {why}"),
+                                v.span(),
+                                "expected e.g. \"https://sqs.eu-west-1.amazonaws.com/123456789012/engine-events\"",
+                            ),
+                        }
+                    }
+                }
                 "region" => {
                     if let Some(s) = self.string(key, v) {
                         if valid_region(&s) {
@@ -1168,6 +1185,7 @@ impl FileCtx<'_> {
         }
         Some(AwsConfigSettings {
             region: region?,
+            events_queue,
             origin: Origin {
                 file: self.path.to_path_buf(),
                 line: self.line_of(v.span().start),
@@ -1352,7 +1370,35 @@ const POLICY_KEYS: &[&str] = &[
     "adopt_aws_config_rule",
 ];
 
-const AWS_CONFIG_KEYS: &[&str] = &["region"];
+const AWS_CONFIG_KEYS: &[&str] = &["region", "events_queue"];
+
+/// What is wrong with an SQS queue URL (`http(s)://HOST/ACCOUNT/NAME`), if anything.
+pub fn queue_url_problem(s: &str) -> Option<&'static str> {
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return Some("it does not start with https://");
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [host, account, name] if !host.is_empty() => {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                Some("the path must start with a 12-digit account id")
+            } else if name.is_empty()
+                || name.len() > 80
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                Some("the queue name must be 1-80 letters, digits, - or _ (.fifo for FIFO queues)")
+            } else {
+                None
+            }
+        }
+        _ => Some("expected https://HOST/ACCOUNT/QUEUE-NAME"),
+    }
+}
 
 /// A region name such as `eu-west-1` or `us-gov-west-1`.
 fn valid_region(s: &str) -> bool {
