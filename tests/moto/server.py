@@ -19,16 +19,17 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
                                 {changed, last_used: null | date},
                                 keys: [{created, last_used: null | date, active}]}]
                               -> [{name, keys: [access key id, ...]}] (ordered as given)
-  GET  /_engine/state         {users: [{name, path, arn, created, login_profile,
+  GET  /_engine/state         {users: [{name, id, path, arn, created, login_profile,
                                 password_last_used, keys: [{id, status, created,
                                 last_used}]}]}
   GET  /_engine/calls         {Action: count} for IAM/STS calls since the last reset
-  GET  /_engine/requests      [{action, user, key_id, status}]: every IAM/STS call since
+  GET  /_engine/requests      [{action, user, key_id, status, at}]: every IAM/STS call since
                               the last reset, in the order they arrived; `user` and
                               `key_id` are the `UserName` and `AccessKeyId` parameters
                               (null when absent); `status` is the HTTP status answered
                               (moto's, 400 for an injected throttle), 0 when no answer
-                              was sent: a dropped call, or one still in flight
+                              was sent: a dropped call, or one still in flight;
+                              `at` when it arrived (seconds since the epoch)
   POST /_engine/calls/reset   clears the counts and the request log
   POST /_engine/faults        {throttle: 0.2, drop: 0.1, seed: 42, actions: [...],
                                latency_ms: 500}
@@ -332,6 +333,7 @@ def state() -> dict[str, Any]:
         users.append(
             {
                 "name": user.name,
+                "id": user.id,
                 "path": user.path,
                 "arn": user.arn,
                 "created": render_date(user.create_date),
@@ -417,6 +419,7 @@ class Calls:
             "user": params.get("UserName"),
             "key_id": params.get("AccessKeyId"),
             "status": None,
+            "at": time.time(),
         }
         with self.lock:
             self.counts[action] = self.counts.get(action, 0) + 1

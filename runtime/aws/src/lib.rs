@@ -26,7 +26,7 @@ use aws_sdk_iam::types::StatusType;
 use chrono::{DateTime, Utc};
 
 pub use error::AwsError;
-pub use observe::{RequestObserver, RequestOutcome};
+pub use observe::{RequestObserver, RequestOutcome, interceptor};
 pub use report::{Backoff, FetchedReport, ReportProgress, should_reuse};
 
 /// How to connect: which credentials and region, and how patient to be.
@@ -123,6 +123,9 @@ pub enum WriteOutcome {
 pub struct UserMeta {
     /// The user name as IAM spells it (names compare case-insensitively).
     pub name: String,
+    /// The user's unique id (`AIDA...`): a user deleted and created again
+    /// under the same name has a new one.
+    pub id: String,
     pub arn: String,
     pub created: DateTime<Utc>,
     /// `PasswordLastUsed`; `None` when never used (or not tracked).
@@ -405,6 +408,7 @@ impl Aws {
                 })?;
                 Ok(Some(UserMeta {
                     name: u.user_name().to_string(),
+                    id: u.user_id().to_string(),
                     arn: u.arn().to_string(),
                     created,
                     password_last_used: u.password_last_used().and_then(to_chrono),
@@ -412,6 +416,33 @@ impl Aws {
             }
             Err(e) if is_no_such_entity(&e) => Ok(None),
             Err(e) => Err(self.classify(OP, e)),
+        }
+    }
+
+    /// Every IAM user of the account as (user id, user name), all pages of
+    /// `ListUsers` (1,000 a page).
+    pub async fn list_users(&self) -> Result<Vec<(String, String)>, AwsError> {
+        const OP: &str = "ListUsers";
+        let mut out = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .iam
+                .list_users()
+                .max_items(1000)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(|e| self.classify(OP, e))?;
+            out.extend(
+                page.users()
+                    .iter()
+                    .map(|u| (u.user_id().to_string(), u.user_name().to_string())),
+            );
+            match page.marker {
+                Some(m) if page.is_truncated && !m.is_empty() => marker = Some(m),
+                _ => return Ok(out),
+            }
         }
     }
 

@@ -70,6 +70,13 @@ impl std::fmt::Display for RequestOutcome {
 #[derive(Debug, Clone)]
 pub(crate) struct ObserveRequests(pub(crate) Arc<dyn RequestObserver>);
 
+/// An interceptor that tells `observer` about every attempt of the SDK
+/// client it is registered on, for the engine's other AWS adapters (SQS,
+/// Config) to report their requests like IAM's.
+pub fn interceptor(observer: Arc<dyn RequestObserver>) -> aws_sdk_iam::config::SharedInterceptor {
+    aws_sdk_iam::config::SharedInterceptor::new(ObserveRequests(observer))
+}
+
 impl Intercept for ObserveRequests {
     fn name(&self) -> &'static str {
         "engine-aws::ObserveRequests"

@@ -147,6 +147,8 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct UserState {
     pub name: String,
+    /// The user's unique id (`AIDA...`), what AWS Config events name.
+    pub id: String,
     pub path: String,
     pub arn: String,
     pub created: DateTime<Utc>,
@@ -192,7 +194,7 @@ pub struct Faults {
 }
 
 /// One IAM/STS API call the server received ([`Moto::requests`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Request {
     /// The action: `DeleteAccessKey`, `ListAccessKeys`, ...
     pub action: String,
@@ -204,6 +206,9 @@ pub struct Request {
     /// when no answer was sent: a dropped call, or one still in flight (being
     /// delayed by latency) when the log was read.
     pub status: u16,
+    /// When the server received it, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub at: f64,
 }
 
 /// Temporary credentials of an assumed role.
@@ -398,6 +403,156 @@ impl Moto {
     /// Faults injected since the last [`Moto::faults`].
     pub fn injected(&self) -> Injected {
         self.get("faults")
+    }
+
+    /// Call an AWS JSON-protocol API of this moto (SQS, EventBridge, Config)
+    /// the way the SDKs do: `POST /` with `X-Amz-Target: TARGET` and an
+    /// Authorization header whose credential scope names `service` and
+    /// `region` (moto reads them from it; it checks no signature). Panics on
+    /// an error answer.
+    pub fn aws_json(
+        &self,
+        service: &str,
+        region: &str,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        let url = format!("{}/", self.endpoint());
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIATESTKIT/20260101/{region}/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=0"
+        );
+        let response = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/x-amz-json-1.0")
+            .header("X-Amz-Target", target)
+            .header("Authorization", &auth)
+            .header("X-Amz-Date", "20260101T000000Z")
+            .send(body.to_string().as_bytes());
+        self.read(&format!("{url} ({target})"), response)
+    }
+
+    /// Create an SQS queue in `region` (attributes as SQS names them, e.g.
+    /// `VisibilityTimeout`, `RedrivePolicy`); its URL and ARN.
+    pub fn create_queue(
+        &self,
+        region: &str,
+        name: &str,
+        attributes: &[(&str, String)],
+    ) -> (String, String) {
+        let attrs: serde_json::Map<String, serde_json::Value> = attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone().into()))
+            .collect();
+        let created = self.aws_json(
+            "sqs",
+            region,
+            "AmazonSQS.CreateQueue",
+            &serde_json::json!({"QueueName": name, "Attributes": attrs}),
+        );
+        let url = created["QueueUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("CreateQueue answered {created}"))
+            .to_string();
+        let arn = self.queue_attributes(region, &url)["QueueArn"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no QueueArn for {url}"))
+            .to_string();
+        (url, arn)
+    }
+
+    /// Every attribute of a queue (`ApproximateNumberOfMessages`,
+    /// `ApproximateNumberOfMessagesNotVisible`, `QueueArn`, ...), as strings.
+    pub fn queue_attributes(&self, region: &str, url: &str) -> serde_json::Value {
+        self.aws_json(
+            "sqs",
+            region,
+            "AmazonSQS.GetQueueAttributes",
+            &serde_json::json!({"QueueUrl": url, "AttributeNames": ["All"]}),
+        )["Attributes"]
+            .clone()
+    }
+
+    /// Messages of a queue, visible and in flight: (visible, not visible).
+    pub fn queue_depth(&self, region: &str, url: &str) -> (u64, u64) {
+        let a = self.queue_attributes(region, url);
+        let n = |k: &str| {
+            a[k].as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {a}"))
+        };
+        (
+            n("ApproximateNumberOfMessages"),
+            n("ApproximateNumberOfMessagesNotVisible"),
+        )
+    }
+
+    /// An EventBridge rule on the default bus of `region` that sends the
+    /// events matching `pattern` to the SQS queue `queue_arn`.
+    pub fn route_events_to_queue(
+        &self,
+        region: &str,
+        rule: &str,
+        pattern: &serde_json::Value,
+        queue_arn: &str,
+    ) {
+        self.aws_json(
+            "events",
+            region,
+            "AWSEvents.PutRule",
+            &serde_json::json!({"Name": rule, "EventPattern": pattern.to_string(), "State": "ENABLED"}),
+        );
+        let put = self.aws_json(
+            "events",
+            region,
+            "AWSEvents.PutTargets",
+            &serde_json::json!({"Rule": rule, "Targets": [{"Id": "engine", "Arn": queue_arn}]}),
+        );
+        assert_eq!(put["FailedEntryCount"], 0, "PutTargets: {put}");
+    }
+
+    /// Put events on the default bus of `region` (EventBridge `PutEvents`):
+    /// each `(source, detail-type, detail)`.
+    pub fn put_events(&self, region: &str, events: &[(&str, &str, serde_json::Value)]) {
+        let entries: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(source, detail_type, detail)| {
+                serde_json::json!({
+                    "Source": source,
+                    "DetailType": detail_type,
+                    "Detail": detail.to_string(),
+                })
+            })
+            .collect();
+        let put = self.aws_json(
+            "events",
+            region,
+            "AWSEvents.PutEvents",
+            &serde_json::json!({ "Entries": entries }),
+        );
+        assert_eq!(put["FailedEntryCount"], 0, "PutEvents: {put}");
+    }
+
+    /// Whether another consumer could take a message now: a receive that
+    /// leaves what it gets visible (`VisibilityTimeout` 0) and does not wait.
+    pub fn peek_message(&self, region: &str, url: &str) -> bool {
+        let got = self.aws_json(
+            "sqs",
+            region,
+            "AmazonSQS.ReceiveMessage",
+            &serde_json::json!({"QueueUrl": url, "VisibilityTimeout": 0, "WaitTimeSeconds": 0}),
+        );
+        got["Messages"].as_array().is_some_and(|m| !m.is_empty())
+    }
+
+    /// Send a raw message body to a queue (what a broken producer sends).
+    pub fn send_message(&self, region: &str, url: &str, body: &str) {
+        self.aws_json(
+            "sqs",
+            region,
+            "AmazonSQS.SendMessage",
+            &serde_json::json!({"QueueUrl": url, "MessageBody": body}),
+        );
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {

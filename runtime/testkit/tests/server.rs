@@ -54,7 +54,13 @@ fn request(action: &str, user: Option<&str>, key_id: Option<&str>, status: u16) 
         user: user.map(Into::into),
         key_id: key_id.map(Into::into),
         status,
+        at: 0.0,
     }
+}
+
+/// The log without arrival times, to compare with [`request`]s.
+fn untimed(log: Vec<Request>) -> Vec<Request> {
+    log.into_iter().map(|r| Request { at: 0.0, ..r }).collect()
 }
 
 #[test]
@@ -103,7 +109,20 @@ fn the_request_log_records_each_call_with_its_user_key_and_status() {
     assert_eq!(iam(&ep, "UpdateAccessKey", &update2), None);
     moto.faults(&Faults::default());
 
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let log = moto.requests();
+    // Arrival times, in order, from this test's own few seconds.
+    assert!(
+        log.windows(2).all(|w| w[0].at <= w[1].at)
+            && log
+                .iter()
+                .all(|r| r.at > before - 60.0 && r.at <= before + 1.0),
+        "{log:?}"
+    );
+    let log = untimed(log);
     assert_eq!(
         log,
         vec![
@@ -140,7 +159,7 @@ fn the_request_log_records_each_call_with_its_user_key_and_status() {
         Some(200)
     );
     assert_eq!(
-        moto.requests(),
+        untimed(moto.requests()),
         vec![request("ListAccessKeys", Some("alice"), None, 200)]
     );
 }
@@ -226,14 +245,14 @@ fn latency_delays_matching_calls_after_moto_processed_them() {
         "the delete was answered before the latency"
     );
     // In flight: logged, not yet answered.
-    let in_flight = moto.requests();
+    let in_flight = untimed(moto.requests());
     assert_eq!(
         in_flight.last(),
         Some(&request("DeleteAccessKey", Some("alice"), Some(&key), 0))
     );
     assert_eq!(delete.join().unwrap(), Some(200));
     assert_eq!(
-        moto.requests().last(),
+        untimed(moto.requests()).last(),
         Some(&request("DeleteAccessKey", Some("alice"), Some(&key), 200))
     );
 
