@@ -115,57 +115,160 @@ fn region(set: &PolicySet, state: &Path) -> Result<Option<String>, String> {
     Ok(file.regions.keys().next().cloned())
 }
 
+/// The Config rule changes of a policy set, and how to carry them out.
+#[derive(Default)]
+pub struct RulesPlan {
+    pub entries: Vec<ConfigRuleEntry>,
+    pub warnings: Vec<String>,
+    /// The connection to AWS Config, when the account was compared.
+    pub conn: Option<AwsConfig>,
+}
+
+/// Plan the Config rules of `set`: against the account's rules when the
+/// source is the whole account, else the declared rules only ("not
+/// compared"). A Config error does not fail the plan: its rules are shown as
+/// not compared, with the error as a warning. Nothing is read when no rule
+/// is declared and the state records none.
+pub async fn plan_rules(set: &PolicySet, source: &SourceSpec, state: &Path) -> RulesPlan {
+    let desired = desired_config_rules(set);
+    let region = match region(set, state) {
+        Ok(Some(r)) => r,
+        Ok(None) => return RulesPlan::default(),
+        Err(e) => {
+            return RulesPlan {
+                warnings: vec![e],
+                ..RulesPlan::default()
+            };
+        }
+    };
+    let not_compared = || -> Vec<ConfigRuleEntry> {
+        desired
+            .iter()
+            .map(|d| ConfigRuleEntry {
+                region: region.clone(),
+                change: RuleChange::NotCompared { rule: d.clone() },
+            })
+            .collect()
+    };
+    let SourceSpec::Account(args) = source else {
+        return RulesPlan {
+            entries: not_compared(),
+            ..RulesPlan::default()
+        };
+    };
+    match compare(&desired, &region, args, state).await {
+        Ok((changes, warnings, conn)) => RulesPlan {
+            entries: changes
+                .into_iter()
+                .map(|change| ConfigRuleEntry {
+                    region: region.clone(),
+                    change,
+                })
+                .collect(),
+            warnings,
+            conn: Some(conn),
+        },
+        Err(e) => RulesPlan {
+            entries: not_compared(),
+            warnings: vec![format!("AWS Config rules not compared: {e}")],
+            conn: None,
+        },
+    }
+}
+
 /// Plan the Config rules and put them in `doc` (`config_rules`, and
 /// `config_warnings`). Returns the connection to AWS Config when the account
-/// was compared, for [`apply`]. A Config error does not fail the plan: its
-/// rules are shown as not compared, with the error as a warning.
+/// was compared, for [`apply`].
 pub async fn attach(
     doc: &mut Document,
     set: &PolicySet,
     source: &SourceSpec,
     state: &Path,
 ) -> Option<AwsConfig> {
-    let desired = desired_config_rules(set);
-    let region = match region(set, state) {
-        Ok(Some(r)) => r,
-        Ok(None) => return None,
-        Err(e) => {
-            doc.config_warnings.push(e);
-            return None;
-        }
-    };
-    let not_compared = |doc: &mut Document| {
-        doc.config_rules = desired
-            .iter()
-            .map(|d| ConfigRuleEntry {
-                region: region.clone(),
-                change: RuleChange::NotCompared { rule: d.clone() },
-            })
-            .collect();
-    };
-    let SourceSpec::Account(args) = source else {
-        not_compared(doc);
-        return None;
-    };
-    match compare(&desired, &region, args, state).await {
-        Ok((changes, warnings, conn)) => {
-            doc.config_rules = changes
-                .into_iter()
-                .map(|change| ConfigRuleEntry {
-                    region: region.clone(),
-                    change,
-                })
-                .collect();
-            doc.config_warnings.extend(warnings);
-            Some(conn)
-        }
-        Err(e) => {
-            not_compared(doc);
-            doc.config_warnings
-                .push(format!("AWS Config rules not compared: {e}"));
-            None
-        }
+    let plan = plan_rules(set, source, state).await;
+    doc.config_rules = plan.entries;
+    doc.config_warnings.extend(plan.warnings);
+    plan.conn
+}
+
+/// Journal the Config rule writes as a run of their own
+/// (`apply-config-rules`) whose summary lists each result; failed if a write
+/// failed or `also_failed`. Nothing is journaled without results.
+pub fn journal(
+    j: &mut engine_journal::Journal,
+    target: &str,
+    rules: &[RuleResult],
+    also_failed: bool,
+) -> Result<Option<i64>, engine_journal::JournalError> {
+    if rules.is_empty() {
+        return Ok(None);
     }
+    let failed = also_failed || rules.iter().any(|r| r.outcome == "failed");
+    let summary = serde_json::json!({ "config_rules": rules }).to_string();
+    let run = j.start_run(JOURNAL_COMMAND, target, &[])?;
+    let status = if failed {
+        engine_journal::RunStatus::Failed
+    } else {
+        engine_journal::RunStatus::Ok
+    };
+    j.finish_run(run, status, &summary)?;
+    Ok(Some(run))
+}
+
+/// The journal's name for a run of Config rule writes.
+pub const JOURNAL_COMMAND: &str = "apply-config-rules";
+
+/// What [`reconcile`] did.
+pub struct Reconciled {
+    pub entries: Vec<ConfigRuleEntry>,
+    pub warnings: Vec<String>,
+    pub results: Vec<RuleResult>,
+    /// The journaled run of the writes, if any.
+    pub run: Option<i64>,
+}
+
+/// Make AWS Config match the rules `set` declares, as `engine apply DIR`
+/// does: plan against the account, carry out the writes, record what the
+/// engine manages, journal the writes. For the daemon (at start, after a
+/// reload, and with each scheduled run). `None` when there is nothing to
+/// compare (no declared or recorded rule).
+pub async fn reconcile(
+    set: &PolicySet,
+    account: &crate::live::AccountOptions,
+    state: &Path,
+    retention: std::time::Duration,
+    target: &str,
+) -> Option<Reconciled> {
+    let plan = plan_rules(set, &SourceSpec::Account(account.clone()), state).await;
+    if plan.entries.is_empty() && plan.warnings.is_empty() && plan.conn.is_none() {
+        return None;
+    }
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let results = match &plan.conn {
+        Some(conn) => apply(conn, &plan.entries, state).await,
+        None => Vec::new(),
+    };
+    let run = if results.is_empty() {
+        None
+    } else {
+        match crate::open_journal(state, retention)
+            .and_then(|mut j| journal(&mut j, target, &results, false))
+        {
+            Ok(run) => run,
+            Err(e) => {
+                tracing::warn!("the AWS Config rule writes were not journaled: {e}");
+                None
+            }
+        }
+    };
+    Some(Reconciled {
+        entries: plan.entries,
+        warnings: plan.warnings,
+        results,
+        run,
+    })
 }
 
 async fn compare(

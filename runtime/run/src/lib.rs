@@ -15,6 +15,7 @@
 
 pub mod config_rules;
 pub mod document;
+pub mod event;
 pub mod execute;
 pub mod live;
 pub mod pipeline;
@@ -62,6 +63,31 @@ pub fn open_journal(
     }
     Ok(journal)
 }
+/// A run that failed before it had a plan is journaled too: started and
+/// finished at once as failed, with the error as its summary. Returns the
+/// run's id, or `None` (logged) when the journal cannot be written.
+pub fn journal_failed_run(
+    state: &Path,
+    retention: Duration,
+    command: &str,
+    target: &str,
+    error: &str,
+) -> Option<i64> {
+    let recorded = open_journal(state, retention).and_then(|mut j| {
+        let run = j.start_run(command, target, &[])?;
+        let summary = serde_json::json!({ "actions": 0, "error": error }).to_string();
+        j.finish_run(run, engine_journal::RunStatus::Failed, &summary)?;
+        Ok(run)
+    });
+    match recorded {
+        Ok(run) => Some(run),
+        Err(e) => {
+            tracing::warn!("the failed run was not journaled: {e}");
+            None
+        }
+    }
+}
+
 pub use execute::{ActionResult, Applied, Execution};
 pub use live::{AccountOptions, SourceSpec};
 pub use plugins::{PluginObserver, Plugins};

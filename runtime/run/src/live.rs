@@ -69,6 +69,10 @@ pub enum SourceSpec {
     User {
         account: AccountOptions,
         user: String,
+        /// The user's id (`AIDA...`) when it is known, e.g. from an AWS
+        /// Config event: a user of that name with another id was deleted and
+        /// created again since, and is not evaluated.
+        user_id: Option<String>,
     },
 }
 
@@ -91,9 +95,13 @@ pub async fn snapshot(
 ) -> Result<Snapshot, String> {
     let args = match source {
         SourceSpec::Account(args) => args,
-        SourceSpec::User { account, user } => {
+        SourceSpec::User {
+            account,
+            user,
+            user_id,
+        } => {
             let aws = connect(account).await?;
-            return fresh_user(set, aws, now, user).await;
+            return fresh_user(set, aws, now, user, user_id.as_deref()).await;
         }
         SourceSpec::File(path) => {
             let bytes = std::fs::read(path)
@@ -210,12 +218,13 @@ async fn live(
 /// `GetAccessKeyLastUsed` per key, made into a one-row report
 /// ([`FreshReport`]). Key ids come from the slots, not from dates; the
 /// engine's own credentials are protected as for the whole account. A user that does
-/// not exist is an error.
+/// not exist is an error, and so is one whose id is not `user_id` (when given).
 pub async fn fresh_user(
     set: &PolicySet,
     aws: Aws,
     now: DateTime<Utc>,
     name: &str,
+    user_id: Option<&str>,
 ) -> Result<Snapshot, String> {
     let identity = aws
         .identity()
@@ -233,6 +242,14 @@ pub async fn fresh_user(
                 identity.account
             )
         })?;
+    if let Some(id) = user_id
+        && meta.id != id
+    {
+        return Err(format!(
+            "IAM user {} now has id {}, not {id}: it was deleted and created again since; nothing evaluated",
+            meta.name, meta.id
+        ));
+    }
     let (profile, listed) = tokio::join!(
         aws.login_profile_created(&meta.name),
         aws.list_access_keys(&meta.name)
