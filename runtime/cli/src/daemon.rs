@@ -46,6 +46,12 @@ pub fn run(args: &DaemonArgs) -> u8 {
             return exit::POLICY_ERROR;
         }
     };
+    if let Some(url) = &args.events_queue
+        && let Some(why) = engine_core::policy::queue_url_problem(url)
+    {
+        tracing::error!("--events-queue {url:?} is not an SQS queue URL: {why}");
+        return exit::ERROR;
+    }
     let token = match (&args.token_file, http::is_loopback(&args.listen)) {
         (Some(path), _) => match http::read_token_file(path) {
             Ok(t) => Some(t),
@@ -113,6 +119,8 @@ pub fn run(args: &DaemonArgs) -> u8 {
         shutdown_timeout: args.shutdown_timeout,
         debounce: std::time::Duration::from_millis(500),
         token,
+        events_queue: args.events_queue.clone(),
+        events_visibility: args.events_visibility,
     };
     tracing::info!(
         dir = %config.dir.display(),

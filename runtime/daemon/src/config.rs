@@ -165,18 +165,7 @@ impl Config {
 
     /// The policies named in `due`, with every plugin: one shared run.
     pub fn subset(&self, due: &[String]) -> PolicySet {
-        PolicySet {
-            policies: self
-                .set
-                .policies
-                .iter()
-                .filter(|p| due.contains(&p.name))
-                .cloned()
-                .collect(),
-            plugins: self.set.plugins.clone(),
-            digest: self.set.digest.clone(),
-            aws_config: self.set.aws_config.clone(),
-        }
+        engine_run::event::subset(&self.set, due)
     }
 
     /// Whether a changed path concerns this configuration: a policy file of

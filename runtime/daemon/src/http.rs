@@ -54,6 +54,10 @@ pub struct Shared {
     pub config_loaded: AtomicBool,
     /// Last AWS contact succeeded.
     pub aws_ok: AtomicBool,
+    /// What the events queue consumer reports, for the status document.
+    pub events: std::sync::Mutex<crate::events::EventsStatus>,
+    /// Told when `events` changed, so the status is published again.
+    pub events_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -65,6 +69,8 @@ impl Shared {
             plan: RwLock::new(None),
             config_loaded: AtomicBool::new(false),
             aws_ok: AtomicBool::new(false),
+            events: std::sync::Mutex::new(crate::events::EventsStatus::default()),
+            events_changed: tokio::sync::Notify::new(),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! The crate root is the scheduler's pure core (below). Around it:
 //! [`config`] loads and validates a policy directory whole, [`service`] is
-//! the daemon's loop (runs, reload, signals, graceful stop), [`http`] serves
+//! the daemon's loop (runs, reload, signals, graceful stop), [`events`]
+//! reads AWS Config compliance events from an SQS queue, [`http`] serves
 //! the health, metrics, status and plan endpoints and [`metrics`] holds the
 //! Prometheus registry.
 //!
@@ -99,6 +100,7 @@
 //! ```
 
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod service;

@@ -53,6 +53,20 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleChangeLabels {
+    change: String,
+    outcome: String,
+}
+
+/// What became of a received event: `engine_events_total{outcome}`.
+pub const EVENT_OUTCOMES: [&str; 4] = ["acted", "ignored", "failed", "malformed"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
     policy: String,
 }
@@ -130,6 +144,9 @@ pub struct Metrics {
     policy_last_run: Family<PolicyLabel, FloatGauge>,
     policy_last_success: Family<PolicyLabel, FloatGauge>,
     policy_next_run: Family<PolicyLabel, FloatGauge>,
+    events_received: Counter,
+    events: Family<OutcomeLabel, Counter>,
+    config_rule_changes: Family<RuleChangeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -265,6 +282,31 @@ impl Metrics {
             policy_next_run.clone(),
         );
 
+        let events_received = Counter::default();
+        registry.register(
+            "events_received",
+            "AWS Config compliance events received from the events queue",
+            events_received.clone(),
+        );
+        let events = Family::<OutcomeLabel, Counter>::default();
+        for outcome in EVENT_OUTCOMES {
+            let _ = events.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "events",
+            "Received events by outcome: acted (a run for the user, journaled), ignored \
+             (compliant, another rule, account or resource; deleted), failed (left on the \
+             queue to be tried again), malformed (left for the queue's redrive policy)",
+            events.clone(),
+        );
+        let config_rule_changes = Family::default();
+        registry.register(
+            "config_rule_changes",
+            "Writes to AWS Config rules by change (create, update, delete) and outcome \
+             (done, already-gone, failed)",
+            config_rule_changes.clone(),
+        );
+
         Metrics {
             registry,
             replace: Mutex::new(()),
@@ -283,6 +325,9 @@ impl Metrics {
             policy_last_run,
             policy_last_success,
             policy_next_run,
+            events_received,
+            events,
+            config_rule_changes,
         }
     }
 
@@ -446,6 +491,27 @@ impl Metrics {
         });
     }
 
+    /// An event was received from the queue (`engine_events_received_total`).
+    pub fn event_received(&self) {
+        self.events_received.inc();
+    }
+
+    /// What became of a received event (`engine_events_total{outcome}`), one
+    /// of [`EVENT_OUTCOMES`].
+    pub fn event_handled(&self, outcome: &'static str) {
+        self.events.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// One write to an AWS Config rule ended
+    /// (`engine_config_rule_changes_total{change,outcome}`).
+    pub fn config_rule_change(&self, change: &str, outcome: &str) {
+        let labels = RuleChangeLabels {
+            change: change.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.config_rule_changes.get_or_create(&labels).inc();
+    }
+
     /// Every metric in the Prometheus text exposition format 0.0.4 (serve it
     /// with [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
@@ -524,6 +590,11 @@ mod tests {
             ("rotate".into(), at("2026-11-28T02:00:00Z")),
             ("unused".into(), at("2026-11-29T00:00:00Z")),
         ]);
+        m.event_received();
+        m.event_received();
+        m.event_handled("acted");
+        m.event_handled("malformed");
+        m.config_rule_change("create", "done");
         m
     }
 
@@ -566,6 +637,12 @@ mod tests {
                 r#"engine_policy_last_success_timestamp_seconds{policy="rotate"} 1795824000.0"#,
                 r#"engine_policy_next_run_timestamp_seconds{policy="rotate"} 1795831200.0"#,
                 r#"engine_policy_next_run_timestamp_seconds{policy="unused"} 1795910400.0"#,
+                "engine_events_received_total 2",
+                r#"engine_events_total{outcome="acted"} 1"#,
+                r#"engine_events_total{outcome="ignored"} 0"#,
+                r#"engine_events_total{outcome="failed"} 0"#,
+                r#"engine_events_total{outcome="malformed"} 1"#,
+                r#"engine_config_rule_changes_total{change="create",outcome="done"} 1"#,
             ],
         );
         // A skipped count of 0 creates no series of its own.
@@ -690,6 +767,7 @@ mod tests {
             "outcome",
             "plugin",
             "operation",
+            "change",
             "le",
         ];
         let text = exercised().encode();

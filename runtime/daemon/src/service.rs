@@ -53,6 +53,12 @@ pub struct Options {
     pub debounce: Duration,
     /// `/v1/*` needs this bearer token, when set.
     pub token: Option<String>,
+    /// `--events-queue`: the SQS queue of AWS Config compliance events (wins
+    /// over the configuration's `[aws_config] events_queue`).
+    pub events_queue: Option<String>,
+    /// How long a received event stays hidden from other consumers while it
+    /// is handled (extended while its run lasts).
+    pub events_visibility: Duration,
 }
 
 /// The signals the daemon answers. Take them first thing, inside the
@@ -98,7 +104,7 @@ impl engine_aws::RequestObserver for AwsMetrics {
     }
 }
 
-struct PluginMetrics(Arc<Shared>);
+pub(crate) struct PluginMetrics(pub(crate) Arc<Shared>);
 
 impl PluginObserver for PluginMetrics {
     fn called(&self, plugin: &str, elapsed: Duration) {
@@ -180,6 +186,11 @@ struct Daemon {
     skipped_total: u64,
     current: Option<(DateTime<Utc>, Vec<String>)>,
     stopping: bool,
+    /// Held by whoever acts on the account (a scheduled run, an event's run,
+    /// the AWS Config rules): one at a time.
+    act: Arc<tokio::sync::Mutex<()>>,
+    /// The configuration, for the events consumer.
+    config_tx: tokio::sync::watch::Sender<Arc<Config>>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. `config` was loaded and the state
@@ -210,6 +221,7 @@ pub async fn run(
         .filter(|t| *t < now)
         .unwrap_or(now);
     let scheduler = Scheduler::new(config.schedule.clone(), since);
+    let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
     if since < now {
         tracing::info!(
             since = %stamp(since),
@@ -237,6 +249,8 @@ pub async fn run(
         skipped_total: 0,
         current: None,
         stopping: false,
+        act: Arc::new(tokio::sync::Mutex::new(())),
+        config_tx,
     };
     d.log_schedule();
     // The endpoints answer with a full status from their first request.
@@ -289,6 +303,25 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut running: Option<JoinHandle<RunReport>> = None;
+    // Tasks that act beside the scheduled runs: the events consumer and the
+    // AWS Config rules; waited for on stop like a run.
+    let background = tokio_util::task::TaskTracker::new();
+    background.spawn(
+        crate::events::Consumer {
+            config: config_rx,
+            queue_flag: d.opts.events_queue.clone(),
+            visibility: d.opts.events_visibility,
+            account: d.opts.account.clone(),
+            state: d.opts.state.clone(),
+            retention: d.opts.journal_retention,
+            shared: shared.clone(),
+            act: d.act.clone(),
+            stop: stop.clone(),
+        }
+        .run(),
+    );
+    // The AWS Config rules the policies declare, made so now.
+    d.reconcile_config_rules(&background, &stop);
 
     loop {
         let decision = d.scheduler.poll(Utc::now(), running.is_some());
@@ -315,7 +348,9 @@ pub async fn run(
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 reload_at = None;
-                d.reload("signal", &mut watcher, &fs_tx).await;
+                if d.reload("signal", &mut watcher, &fs_tx).await {
+                    d.reconcile_config_rules(&background, &stop);
+                }
             }
             Some(path) = fs_rx.recv() => {
                 if d.config.concerns(&path) {
@@ -326,7 +361,9 @@ pub async fn run(
             _ = async { if let Some(at) = reload_at { tokio::time::sleep_until(at).await } }, if reload_at.is_some() => {
                 reload_at = None;
                 tracing::info!("policy files changed: reloading the configuration");
-                d.reload("file-change", &mut watcher, &fs_tx).await;
+                if d.reload("file-change", &mut watcher, &fs_tx).await {
+                    d.reconcile_config_rules(&background, &stop);
+                }
             }
             report = async { match running.as_mut() { Some(h) => h.await, None => std::future::pending().await } }, if running.is_some() => {
                 running = None;
@@ -343,6 +380,7 @@ pub async fn run(
                     }
                 }
             }
+            _ = shared.events_changed.notified() => {}
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
@@ -355,12 +393,13 @@ pub async fn run(
     probe.abort();
     drop(watcher);
     let mut stopped = Stopped::Clean;
+    let deadline = tokio::time::Instant::now() + d.opts.shutdown_timeout;
     if let Some(handle) = running {
         tracing::info!(
             timeout = %humantime::format_duration(d.opts.shutdown_timeout),
             "waiting for the run in progress: no new action starts, writes already sent finish"
         );
-        match tokio::time::timeout(d.opts.shutdown_timeout, handle).await {
+        match tokio::time::timeout_at(deadline, handle).await {
             Ok(Ok(report)) => d.finish_run(report),
             Ok(Err(e)) => tracing::error!("the run task failed: {e}"),
             Err(_) => {
@@ -370,6 +409,16 @@ pub async fn run(
                 stopped = Stopped::TimedOut;
             }
         }
+    }
+    background.close();
+    if tokio::time::timeout_at(deadline, background.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "an event's run (or an AWS Config rule write) did not finish within the shutdown timeout: exiting; the next start reports any action it cut off"
+        );
+        stopped = Stopped::TimedOut;
     }
     http_stop.cancel();
     let _ = tokio::time::timeout(http::SHUTDOWN_GRACE, http_task).await;
@@ -495,6 +544,7 @@ impl Daemon {
             shared: self.shared.clone(),
             stop,
             started_at,
+            act: self.act.clone(),
         };
         tokio::spawn(scheduled_run(ctx))
     }
@@ -580,7 +630,7 @@ impl Daemon {
         trigger: &'static str,
         watcher: &mut Option<notify::RecommendedWatcher>,
         fs_tx: &mpsc::UnboundedSender<PathBuf>,
-    ) {
+    ) -> bool {
         let mut reloading = vec![sd_notify::NotifyState::Reloading];
         if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
             reloading.push(now);
@@ -596,6 +646,7 @@ impl Daemon {
                 self.scheduler = Scheduler::new(config.schedule.clone(), self.scheduler.cursor());
                 self.skipped_seen.clear();
                 self.config = config;
+                self.config_tx.send_replace(self.config.clone());
                 *watcher = watch(&self.config, fs_tx.clone());
                 self.shared.metrics.reload(true, at);
                 let names: Vec<String> = self
@@ -623,6 +674,7 @@ impl Daemon {
                     "configuration reloaded: the next run uses it"
                 );
                 self.log_schedule();
+                true
             }
             Ok(Err(errors)) => {
                 let diagnostics = errors.diagnostics();
@@ -641,6 +693,7 @@ impl Daemon {
                     trigger,
                     diagnostics,
                 };
+                false
             }
             Err(e) => {
                 tracing::error!("reload failed: the loading task failed: {e}");
@@ -651,8 +704,33 @@ impl Daemon {
                     trigger,
                     diagnostics: vec![e.to_string()],
                 };
+                false
             }
         }
+    }
+
+    /// Make the AWS Config rules match the configuration's declarations
+    /// (at start and after a reload), beside the scheduled runs: it takes the
+    /// lock a run takes. Nothing is read when no rule is declared or recorded.
+    fn reconcile_config_rules(
+        &self,
+        background: &tokio_util::task::TaskTracker,
+        stop: &CancellationToken,
+    ) {
+        let config = self.config.clone();
+        let account = self.opts.account.clone();
+        let state = self.opts.state.clone();
+        let retention = self.opts.journal_retention;
+        let shared = self.shared.clone();
+        let act = self.act.clone();
+        let stop = stop.clone();
+        background.spawn(async move {
+            let _guard = tokio::select! {
+                g = act.lock() => g,
+                _ = stop.cancelled() => return,
+            };
+            config_rules(&config, &account, &state, retention, &shared).await;
+        });
     }
 
     /// Refresh what `/v1/status` and the per-policy gauges show.
@@ -738,6 +816,9 @@ impl Daemon {
                 "started_at": stamp(*at),
                 "policies": policies,
             })),
+            "events": serde_json::to_value(
+                &*self.shared.events.lock().unwrap_or_else(|e| e.into_inner())
+            ).unwrap_or(Value::Null),
         })
     }
 }
@@ -752,6 +833,40 @@ struct RunContext {
     shared: Arc<Shared>,
     stop: CancellationToken,
     started_at: DateTime<Utc>,
+    act: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Carry out the AWS Config rule changes of `config`'s whole policy set;
+/// metrics and logs say what was done. The changes, for the plan document.
+async fn config_rules(
+    config: &Config,
+    account: &AccountOptions,
+    state: &std::path::Path,
+    retention: Duration,
+    shared: &Shared,
+) -> Vec<engine_run::config_rules::ConfigRuleEntry> {
+    let target = config.dir.display().to_string();
+    let Some(done) =
+        engine_run::config_rules::reconcile(&config.set, account, state, retention, &target).await
+    else {
+        return Vec::new();
+    };
+    for r in &done.results {
+        shared.metrics.config_rule_change(&r.change, &r.outcome);
+        if r.outcome == "failed" {
+            tracing::error!(region = %r.region, rule = %r.name, change = %r.change, "AWS Config rule write failed: {}", r.detail);
+        }
+    }
+    if done.results.is_empty() {
+        tracing::debug!(rules = done.entries.len(), "AWS Config rules: no changes");
+    } else {
+        tracing::info!(
+            run = done.run,
+            writes = done.results.len(),
+            "AWS Config rules changed"
+        );
+    }
+    done.entries
 }
 
 /// One scheduled run: snapshot, plan, journaled execution of the due
@@ -767,6 +882,15 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
         error: None,
         findings: BTreeMap::new(),
         results: Vec::new(),
+    };
+    // One run at a time: wait for an event's run (or a Config rule write).
+    let _guard = tokio::select! {
+        g = ctx.act.lock() => g,
+        _ = ctx.stop.cancelled() => {
+            report.error = Some("stopped before the run started: nothing was done".into());
+            report.finished_at = Utc::now();
+            return report;
+        }
     };
     let set = ctx.config.subset(&ctx.due);
     let source = SourceSpec::Account(ctx.account.clone());
@@ -790,7 +914,8 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
             if !ctx.stop.is_cancelled() {
                 ctx.shared.aws_ok.store(false, Ordering::SeqCst);
             }
-            report.run = journal_failed_run(&ctx, &target, &e);
+            report.run =
+                engine_run::journal_failed_run(&ctx.state, ctx.retention, COMMAND, &target, &e);
             report.error = Some(e);
             report.finished_at = Utc::now();
             return report;
@@ -867,24 +992,26 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
         }
         Err(e) => report.error = Some(e),
     }
+    // The AWS Config rules of the whole directory (drift repaired), as
+    // `engine apply DIR` does after the credentials.
+    if !ctx.stop.is_cancelled() {
+        let entries = config_rules(
+            &ctx.config,
+            &ctx.account,
+            &ctx.state,
+            ctx.retention,
+            &ctx.shared,
+        )
+        .await;
+        if !entries.is_empty() {
+            let mut doc = prepared.doc.clone();
+            doc.config_rules = entries;
+            if let Ok(json) = serde_json::to_string(&doc) {
+                ctx.shared.set_plan(json);
+            }
+        }
+    }
     tracing::debug!(elapsed_ms = clock.elapsed().as_millis() as u64, "run done");
     report.finished_at = Utc::now();
     report
-}
-
-/// A run that failed before it had a plan is journaled too.
-fn journal_failed_run(ctx: &RunContext, target: &str, error: &str) -> Option<i64> {
-    let recorded = engine_run::open_journal(&ctx.state, ctx.retention).and_then(|mut j| {
-        let run = j.start_run(COMMAND, target, &[])?;
-        let summary = json!({ "actions": 0, "error": error }).to_string();
-        j.finish_run(run, engine_journal::RunStatus::Failed, &summary)?;
-        Ok(run)
-    });
-    match recorded {
-        Ok(run) => Some(run),
-        Err(e) => {
-            tracing::warn!("the failed run was not journaled: {e}");
-            None
-        }
-    }
 }
