@@ -100,26 +100,9 @@ pub async fn run(args: &ApplyArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    match journal.take_unfinished() {
-        Ok(open) => {
-            for a in open {
-                // The journal holds what a plan said: names from a report or a plan file.
-                let t = engine_core::text::for_terminal;
-                eprintln!(
-                    "warning: run {} journaled {} on {} {} ({}) at {} but recorded no result: the engine stopped mid-apply; the next credential report shows what happened (recorded as unknown)",
-                    a.run_id,
-                    t(&a.action),
-                    t(&a.user),
-                    t(&a.credential),
-                    t(a.key_id.as_deref().unwrap_or("-")),
-                    t(&a.intent_at)
-                );
-            }
-        }
-        Err(e) => {
-            eprintln!("error: cannot read the journal, nothing will be done: {e}");
-            return exit::ERROR;
-        }
+    if let Err(e) = take_over_unfinished(&mut journal) {
+        eprintln!("error: cannot read the journal, nothing will be done: {e}");
+        return exit::ERROR;
     }
 
     if let Some(mac) = &sealed {
@@ -389,27 +372,33 @@ fn journal_config_run(
     doc: &Document,
     rules: &[RuleResult],
 ) {
-    if rules.is_empty() {
-        return;
-    }
-    let failed = rules.iter().any(|r| r.outcome == "failed");
-    let summary = serde_json::json!({ "config_rules": rules }).to_string();
-    let recorded = j
-        .start_run("apply-config-rules", target, &[])
-        .and_then(|run| {
-            let status = if failed || doc.summary.failed_policies > 0 {
-                engine_journal::RunStatus::Failed
-            } else {
-                engine_journal::RunStatus::Ok
-            };
-            j.finish_run(run, status, &summary)
-        });
-    if let Err(e) = recorded {
+    if let Err(e) = config_rules::journal(j, target, rules, doc.summary.failed_policies > 0) {
         eprintln!("warning: journal: {e}");
     }
 }
 
-fn print_report(
+/// Close the runs a crashed engine left and report, once, the intents they
+/// left without a result (recorded as unknown). Only for the lock's holder.
+pub(crate) fn take_over_unfinished(
+    journal: &mut engine_journal::Journal,
+) -> Result<(), engine_journal::JournalError> {
+    for a in journal.take_unfinished()? {
+        // The journal holds what a plan said: names from a report or a plan file.
+        let t = engine_core::text::for_terminal;
+        eprintln!(
+            "warning: run {} journaled {} on {} {} ({}) at {} but recorded no result: the engine stopped mid-apply; the next credential report shows what happened (recorded as unknown)",
+            a.run_id,
+            t(&a.action),
+            t(&a.user),
+            t(&a.credential),
+            t(a.key_id.as_deref().unwrap_or("-")),
+            t(&a.intent_at)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn print_report(
     format: Format,
     run: Option<i64>,
     journal: &Path,

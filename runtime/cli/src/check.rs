@@ -40,6 +40,7 @@ pub async fn prepare_with_set(
         (None, Some(user)) => SourceSpec::User {
             account: args.account.options(),
             user: user.clone(),
+            user_id: None,
         },
         (None, None) => SourceSpec::Account(args.account.options()),
     };

@@ -7,6 +7,7 @@
 mod apply;
 mod check;
 mod daemon;
+mod event;
 mod history;
 mod render;
 
@@ -69,6 +70,16 @@ enum Command {
     /// configuration is validated whole and replaces the old one only if it
     /// loads. Serves /healthz, /readyz, /metrics, /v1/status and /v1/plan.
     Daemon(DaemonArgs),
+    /// Handle one AWS Config compliance event, as the daemon does with its queue.
+    ///
+    /// A `Config Rules Compliance Change` event that turns an IAM user
+    /// NON_COMPLIANT under a Config rule a policy of DIR declares runs those
+    /// policies for that user alone, from fresh IAM reads (GetUser,
+    /// GetLoginProfile, ListAccessKeys, GetAccessKeyLastUsed), with every
+    /// check of `apply`, journaled as `event`. Other events (COMPLIANT,
+    /// another rule, account or resource type) are ignored. For pipelines and
+    /// a container-based Lambda.
+    HandleEvent(HandleEventArgs),
     /// List recent runs and their actions from the journal.
     History(HistoryArgs),
 }
@@ -268,6 +279,57 @@ pub struct DaemonArgs {
     /// How long to wait for another engine's lock on the state directory; 0: fail at once.
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = humantime::parse_duration)]
     pub lock_timeout: std::time::Duration,
+
+    /// The SQS queue EventBridge delivers AWS Config compliance events to
+    /// (wins over `events_queue` in the policies' [aws_config]).
+    ///
+    /// A NON_COMPLIANT event for an IAM user under a Config rule a policy
+    /// declares runs that policy for that user alone, from fresh IAM reads.
+    /// A message is deleted once its run is journaled; malformed ones are
+    /// left for the queue's redrive policy.
+    #[arg(long, value_name = "URL")]
+    pub events_queue: Option<String>,
+
+    /// How long a received event stays hidden from other consumers while it
+    /// is handled (extended while its run lasts); a message that could not
+    /// be handled comes back after this, doubled each time.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_visibility)]
+    pub events_visibility: std::time::Duration,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 the event was handled (a run for the user that succeeded, or nothing to do), 1 the event is malformed or its run failed, 78 policy error; with --dry-run, 2 when the user has findings."
+)]
+pub struct HandleEventArgs {
+    /// Directory of policy files (every *.toml in it, not recursive).
+    pub dir: PathBuf,
+
+    /// The event: a file holding one EventBridge event (JSON), or - for standard input.
+    pub event: PathBuf,
+
+    #[command(flatten)]
+    pub account: AccountArgs,
+
+    /// Only show the plan for the event's user: nothing is carried out or journaled.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How long to wait for another engine's lock on the state directory; 0: fail at once.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+fn parse_visibility(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(12 * 3600) {
+        return Err("must be between 1s and 12h (SQS's limits)".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -393,6 +455,7 @@ fn main() -> ExitCode {
                 apply::run(&args).await
             }
             Command::History(args) => history::run(&args),
+            Command::HandleEvent(args) => event::run(&args).await,
             Command::Daemon(_) => exit::ERROR,
         }
     });

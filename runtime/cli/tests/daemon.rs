@@ -34,6 +34,10 @@ mod reload;
 #[path = "daemon/stop.rs"]
 mod stop;
 
+/// AWS Config events from an SQS queue, and the Config rules the daemon keeps.
+#[path = "daemon/events.rs"]
+mod events;
+
 /// Starting: invalid policies, the state lock, listening and the token.
 #[path = "daemon/startup.rs"]
 mod startup;
@@ -961,6 +965,14 @@ fn assert_status_shape(s: &Value, pid: u32, policy_dir: &Path) {
     if !current.is_null() {
         ts(&current["started_at"], "current_run.started_at");
         assert!(current["policies"].is_array(), "current_run: {s:#}");
+    }
+    let events = &s["events"];
+    assert!(
+        events["queue"].is_null() || events["queue"].is_string(),
+        "events.queue: {s:#}"
+    );
+    for field in ["received", "acted", "ignored", "failed", "malformed"] {
+        assert!(events[field].is_u64(), "events.{field}: {s:#}");
     }
 }
 
