@@ -49,6 +49,14 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
   POST /_engine/assume        {role_arn, session} -> {access_key_id, secret_access_key,
                               session_token}: credentials of an assumed role, as
                               STS AssumeRole gives them
+  POST /_engine/role          {account, name, external_id?}: creates role NAME in
+                              ACCOUNT (which STS AssumeRole then lets callers assume,
+                              with that external id if one is given)
+
+`seed`, `state` and `mutate` take `?account=ID` for another account than moto's
+default one (123456789012); `requests` entries carry the `account` whose
+credentials signed the call. Unlike moto, STS AssumeRole refuses (AccessDenied)
+a role that does not exist, or a wrong external id, as AWS does.
 
 `faults` also takes `max: n`: inject at most n faults, then none; and
 `after_drop: [{op, ...}]`: mutations made once, right after the first dropped
@@ -92,7 +100,7 @@ from urllib.parse import parse_qs
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
-from moto.iam.models import AccessKeyLastUsed, User, iam_backends
+from moto.iam.models import AccessKeyLastUsed, User, get_account_id_from, iam_backends
 from moto.iam.responses import IamResponse
 from moto.sts.models import sts_backends
 from moto.moto_server.werkzeug_app import (
@@ -149,7 +157,8 @@ class Report:
     generated up to hours ago while the account moves on)."""
 
     lock = threading.Lock()
-    generated: datetime | None = None
+    # Per account: when its report was last generated.
+    generated: dict[str, datetime] = {}
     frozen: tuple[str, datetime] | None = None
 
 
@@ -160,14 +169,14 @@ _moto_get_report = IamResponse.get_credential_report
 def _generate_credential_report(self: IamResponse) -> Any:
     with Report.lock:
         if Report.frozen is None:
-            Report.generated = datetime.utcnow().replace(microsecond=0)
+            Report.generated[self.current_account] = datetime.utcnow().replace(microsecond=0)
     return _moto_generate_report(self)
 
 
 def _get_credential_report(self: IamResponse) -> Any:
     with Report.lock:
-        frozen = Report.frozen
-        generated = Report.generated
+        frozen = Report.frozen if self.current_account == DEFAULT_ACCOUNT_ID else None
+        generated = Report.generated.get(self.current_account)
     if frozen is None:
         content = self.backend.get_credential_report()
     else:
@@ -212,15 +221,15 @@ IamResponse.get_login_profile = _get_login_profile  # type: ignore[method-assign
 IamResponse.create_login_profile = _create_login_profile  # type: ignore[method-assign]
 
 
-def backend() -> Any:
-    return iam_backends[DEFAULT_ACCOUNT_ID]["global"]
+def backend(account: str | None = None) -> Any:
+    return iam_backends[account or DEFAULT_ACCOUNT_ID]["global"]
 
 
 # --- test-only endpoints --------------------------------------------------
 
 
-def seed(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    iam = backend()
+def seed(users: list[dict[str, Any]], account: str | None = None) -> list[dict[str, Any]]:
+    iam = backend(account)
     seeded = []
     for spec in users:
         name = spec["name"]
@@ -266,8 +275,8 @@ def freeze_report(spec: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def mutate(ops: list[dict[str, Any]]) -> dict[str, Any]:
-    iam = backend()
+def mutate(ops: list[dict[str, Any]], account: str | None = None) -> dict[str, Any]:
+    iam = backend(account)
     for op in ops:
         kind = op["op"]
         if kind == "touch_key":
@@ -326,9 +335,71 @@ def assume(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def state() -> dict[str, Any]:
+def create_role(spec: dict[str, Any]) -> dict[str, Any]:
+    account, name = spec["account"], spec["name"]
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:root"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+    role = backend(account).create_role(
+        role_name=name,
+        assume_role_policy_document=trust,
+        path="/",
+        permissions_boundary=None,
+        description="engine test role",
+        tags=[],
+        max_session_duration="3600",
+    )
+    role.engine_external_id = spec.get("external_id")
+    return {"arn": role.arn}
+
+
+ACCESS_DENIED = (
+    '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+    "<Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{message}</Message></Error>"
+    "<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+)
+
+
+def assume_role_refusal(params: dict[str, str]) -> str | None:
+    """Why AWS would refuse this AssumeRole: the role does not exist, or the
+    external id does not match; None when it may be assumed."""
+    arn = params.get("RoleArn", "")
+    parts = arn.split(":")
+    if len(parts) < 6 or not parts[5].startswith("role/"):
+        return f"Invalid role ARN {arn}"
+    account, name = parts[4], parts[5].rsplit("/", 1)[-1]
+    try:
+        role = backend(account).get_role(name)
+    except Exception:
+        return f"User is not authorized to perform: sts:AssumeRole on resource: {arn}"
+    wanted = getattr(role, "engine_external_id", None)
+    if wanted is not None and params.get("ExternalId") != wanted:
+        return f"User is not authorized to perform: sts:AssumeRole on resource: {arn} (external id)"
+    return None
+
+
+def caller_account(environ: dict[str, Any]) -> str:
+    """The account whose credentials signed a request (moto's own mapping)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    if marker not in auth:
+        return DEFAULT_ACCOUNT_ID
+    key = auth.split(marker, 1)[1].split("/", 1)[0]
+    return get_account_id_from(key)
+
+
+def state(account: str | None = None) -> dict[str, Any]:
     users = []
-    for user in backend().users.values():
+    for user in backend(account).users.values():
         last_used = user.password_last_used
         users.append(
             {
@@ -412,9 +483,10 @@ class Calls:
         self.counts: dict[str, int] = {}
         self.log: list[dict[str, Any]] = []
 
-    def record(self, action: str, params: dict[str, str]) -> dict[str, Any]:
+    def record(self, action: str, params: dict[str, str], account: str) -> dict[str, Any]:
         """Count a call and log it, unanswered; `answered` fills in its status."""
         entry = {
+            "account": account,
             "action": action,
             "user": params.get("UserName"),
             "key_id": params.get("AccessKeyId"),
@@ -480,9 +552,20 @@ class EngineApp:
         if action is None:
             return self.moto(environ, start_response)
 
-        entry = self.calls.record(action, params)
+        entry = self.calls.record(action, params, caller_account(environ))
         fault = self.faults.draw(action)
         delay = self.faults.delay(action)
+        if action == "AssumeRole" and fault is None:
+            refusal = assume_role_refusal(params)
+            if refusal is not None:
+                self.wait(delay)
+                self.calls.answered(entry, 403)
+                body = ACCESS_DENIED.format(message=refusal).encode()
+                start_response(
+                    "403 Forbidden",
+                    [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))],
+                )
+                return [body]
         if fault == "throttle":
             self.wait(delay)
             self.calls.answered(entry, 400)
@@ -556,12 +639,16 @@ class EngineApp:
         method = environ.get("REQUEST_METHOD", "GET")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        account = query.get("account", [None])[0]
         try:
             payload = json.loads(raw) if raw.strip() else None
             if method == "POST" and name == "seed":
-                result: Any = seed(payload or [])
+                result: Any = seed(payload or [], account)
             elif method == "GET" and name == "state":
-                result = state()
+                result = state(account)
+            elif method == "POST" and name == "role":
+                result = create_role(payload or {})
             elif method == "GET" and name == "calls":
                 result = self.calls.snapshot()
             elif method == "GET" and name == "requests":
@@ -574,7 +661,7 @@ class EngineApp:
             elif method == "POST" and name == "assume":
                 result = assume(payload or {})
             elif method == "POST" and name == "mutate":
-                result = mutate(payload or [])
+                result = mutate(payload or [], account)
             elif method == "GET" and name == "faults":
                 result = self.faults.counts()
             elif method == "POST" and name == "faults":

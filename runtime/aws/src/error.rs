@@ -38,8 +38,9 @@ pub enum AwsError {
     },
     /// The credentials in use may not call this operation.
     #[error(
-        "{operation}: access denied ({message}); grant the credentials in use iam:{operation}, \
-         or use a profile that has it"
+        "{operation}: access denied ({message}); grant the credentials in use {}, \
+         or use a profile that has it",
+        permission(operation)
     )]
     AccessDenied {
         operation: &'static str,
@@ -63,6 +64,13 @@ pub enum AwsError {
         operation: &'static str,
         attempts: u32,
     },
+    /// A role of another account could not be assumed.
+    #[error(
+        "cannot assume role {role_arn}: {message}; check that the role exists in that account, \
+         trusts the engine's identity (and the external id, if one is set), and that the \
+         engine may call sts:AssumeRole on it"
+    )]
+    AssumeRole { role_arn: String, message: String },
     /// Any other error AWS answered with.
     #[error("{operation}: aws answered {code}: {message}")]
     Api {
@@ -118,6 +126,19 @@ const CREDENTIAL_CODES: &[&str] = &[
     "IncompleteSignature",
     "MissingAuthenticationToken",
 ];
+
+/// The IAM permission an operation needs, as a policy names it.
+pub(crate) fn permission(operation: &str) -> String {
+    let service = match operation {
+        "GetCallerIdentity" | "AssumeRole" => "sts",
+        "ListAccounts"
+        | "ListAccountsForParent"
+        | "ListOrganizationalUnitsForParent"
+        | "DescribeOrganization" => "organizations",
+        _ => "iam",
+    };
+    format!("{service}:{operation}")
+}
 
 /// Whether an AWS error code means "slow down".
 pub(crate) fn is_throttling(code: &str) -> bool {

@@ -14,6 +14,7 @@
 
 mod error;
 mod observe;
+mod org;
 mod report;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 
 pub use error::AwsError;
 pub use observe::{RequestObserver, RequestOutcome, interceptor};
+pub use org::OrgAccount;
 pub use report::{Backoff, FetchedReport, ReportProgress, should_reuse};
 
 /// How to connect: which credentials and region, and how patient to be.
@@ -140,6 +142,7 @@ pub struct Aws {
     /// [`Aws::write`], which knows whether an earlier attempt went unanswered.
     iam_writes: aws_sdk_iam::Client,
     sts: aws_sdk_sts::Client,
+    orgs: aws_sdk_organizations::Client,
     config: SdkConfig,
     opts: AwsOptions,
 }
@@ -206,15 +209,18 @@ impl Aws {
         let observe = opts.observer.clone().map(observe::ObserveRequests);
         let mut iam = aws_sdk_iam::config::Builder::from(&config);
         let mut sts = aws_sdk_sts::config::Builder::from(&config);
+        let mut orgs = aws_sdk_organizations::config::Builder::from(&config);
         if let Some(observe) = &observe {
             iam.push_interceptor(SharedInterceptor::new(observe.clone()));
             sts.push_interceptor(SharedInterceptor::new(observe.clone()));
+            orgs.push_interceptor(SharedInterceptor::new(observe.clone()));
         }
         let writes = iam.clone().retry_config(RetryConfig::disabled()).build();
         Ok(Aws {
             iam: aws_sdk_iam::Client::from_conf(iam.build()),
             iam_writes: aws_sdk_iam::Client::from_conf(writes),
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
+            orgs: aws_sdk_organizations::Client::from_conf(orgs.build()),
             config,
             opts: opts.clone(),
         })

@@ -56,6 +56,25 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         }
     };
     let saved = args.target.is_file();
+    // Many accounts: a saved plan over many, or policies that name them.
+    if saved {
+        match read_accounts_plan(&args.target) {
+            Ok(Some(doc)) => return crate::accounts::apply_saved(args, doc).await,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {}", engine_core::text::for_terminal(&e));
+                return exit::ERROR;
+            }
+        }
+    } else if args.user.is_none() {
+        let (set, plugins) = match check::load(&args.target) {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        if let Some(settings) = set.accounts.clone() {
+            return crate::accounts::apply(args, &set, &plugins, &settings).await;
+        }
+    }
     let loaded = if saved {
         load_saved(&args.target, args)
             .await
@@ -238,6 +257,23 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     }
 }
 
+/// A saved plan over many accounts (it has an `accounts` array); `None`
+/// for a plan of one account.
+fn read_accounts_plan(
+    path: &Path,
+) -> Result<Option<engine_run::document::AccountsDocument>, String> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read plan {shown}: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{shown} is not a plan saved by `engine check --out`: {e}"))?;
+    if value.get("accounts").is_none_or(|a| !a.is_array()) {
+        return Ok(None);
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| format!("{shown} is not a plan saved by `engine check --out`: {e}"))
+}
+
 /// Load a saved plan: sealed by this state directory, fresh, not a what-if,
 /// made from the current policies, for the account we are connected to. Its
 /// actions are then re-derived against the current policies and identity.
@@ -312,7 +348,7 @@ async fn load_saved(
     Ok((plan, doc, aws, own, sealed))
 }
 
-fn confirm(n: usize) -> Result<bool, String> {
+pub(crate) fn confirm(n: usize) -> Result<bool, String> {
     if !std::io::stdin().is_terminal() {
         return Err(
             "refusing to apply without confirmation: stdin is not a terminal; review the plan and pass --auto-approve".into(),
@@ -333,7 +369,12 @@ fn confirm(n: usize) -> Result<bool, String> {
 
 fn record_empty_run(j: &mut engine_journal::Journal, target: &Path, doc: &Document) {
     let recorded = j
-        .start_run("apply", &target.display().to_string(), &doc.findings)
+        .start_account_run(
+            doc.source.account.as_deref(),
+            "apply",
+            &target.display().to_string(),
+            &doc.findings,
+        )
         .and_then(|run| {
             let status = if doc.summary.failed_policies > 0 {
                 engine_journal::RunStatus::Failed
@@ -398,6 +439,35 @@ pub(crate) fn take_over_unfinished(
     Ok(())
 }
 
+/// One line per action result.
+pub(crate) fn write_results(out: &mut dyn Write, results: &[ActionResult]) -> std::io::Result<()> {
+    // User names and key ids come from the plan, details from AWS errors.
+    let t = engine_core::text::for_terminal;
+    let wu = results
+        .iter()
+        .map(|r| t(&r.user).chars().count())
+        .max()
+        .unwrap_or(0);
+    for r in results {
+        writeln!(
+            out,
+            "  {:12}  {:21}  {:wu$}  {:12}  {:20}  {}{}",
+            r.outcome,
+            r.action.as_str(),
+            t(&r.user),
+            r.credential.as_str(),
+            t(r.key_id.as_deref().unwrap_or("-")),
+            t(&r.policy),
+            if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", t(&r.detail))
+            }
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn print_report(
     format: Format,
     run: Option<i64>,
@@ -424,30 +494,8 @@ pub(crate) fn print_report(
         return crate::render::write_json(&mut out, &report);
     }
     writeln!(out)?;
-    // User names and key ids come from the plan, details from AWS errors.
+    write_results(&mut out, results)?;
     let t = engine_core::text::for_terminal;
-    let wu = results
-        .iter()
-        .map(|r| t(&r.user).chars().count())
-        .max()
-        .unwrap_or(0);
-    for r in results {
-        writeln!(
-            out,
-            "  {:12}  {:21}  {:wu$}  {:12}  {:20}  {}{}",
-            r.outcome,
-            r.action.as_str(),
-            t(&r.user),
-            r.credential.as_str(),
-            t(r.key_id.as_deref().unwrap_or("-")),
-            t(&r.policy),
-            if r.detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", t(&r.detail))
-            }
-        )?;
-    }
     for r in rules {
         writeln!(
             out,

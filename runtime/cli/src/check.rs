@@ -18,11 +18,9 @@ pub async fn prepare(dir: &Path, args: &SourceArgs) -> Result<Prepared, u8> {
     prepare_with_set(dir, args).await.map(|(p, _, _)| p)
 }
 
-/// [`prepare`], also returning the policy set and the source it used.
-pub async fn prepare_with_set(
-    dir: &Path,
-    args: &SourceArgs,
-) -> Result<(Prepared, engine_core::PolicySet, SourceSpec), u8> {
+/// Load and validate the policies, and compile their plugins. On failure,
+/// the error has been printed and the exit code is returned.
+pub fn load(dir: &Path) -> Result<(engine_core::PolicySet, Plugins), u8> {
     let set = match policy::load_dir(dir) {
         Ok(set) => set,
         Err(errors) => {
@@ -30,11 +28,33 @@ pub async fn prepare_with_set(
             return Err(exit::POLICY_ERROR);
         }
     };
+    let plugins = Plugins::load(&set).map_err(|e| {
+        eprintln!("error: {}", engine_core::text::for_terminal(&e));
+        exit::ERROR
+    })?;
+    Ok((set, plugins))
+}
+
+/// [`prepare`], also returning the policy set and the source it used.
+pub async fn prepare_with_set(
+    dir: &Path,
+    args: &SourceArgs,
+) -> Result<(Prepared, engine_core::PolicySet, SourceSpec), u8> {
+    let (set, plugins) = load(dir)?;
+    prepare_loaded(dir, args, set, &plugins).await
+}
+
+/// [`prepare_with_set`] with the policies and plugins already loaded.
+pub async fn prepare_loaded(
+    dir: &Path,
+    args: &SourceArgs,
+    set: engine_core::PolicySet,
+    plugins: &Plugins,
+) -> Result<(Prepared, engine_core::PolicySet, SourceSpec), u8> {
     let fail = |e: String| {
         eprintln!("error: {}", engine_core::text::for_terminal(&e));
         exit::ERROR
     };
-    let plugins = Plugins::load(&set).map_err(fail)?;
     let source = match (&args.report, &args.account.user) {
         (Some(path), _) => SourceSpec::File(path.clone()),
         (None, Some(user)) => SourceSpec::User {
@@ -46,7 +66,7 @@ pub async fn prepare_with_set(
     };
     engine_run::prepare(Request {
         set: &set,
-        plugins: &plugins,
+        plugins,
         dir,
         source: &source,
         now: args.now.unwrap_or_else(chrono::Utc::now),
@@ -59,10 +79,23 @@ pub async fn prepare_with_set(
 }
 
 pub async fn run(args: &CheckArgs) -> u8 {
-    let (mut prepared, set, source) = match prepare_with_set(&args.dir, &args.source).await {
-        Ok(p) => p,
+    let (set, plugins) = match load(&args.dir) {
+        Ok(l) => l,
         Err(code) => return code,
     };
+    // Many accounts: each its own snapshot and plan. A report file or one
+    // user is about one account.
+    if let Some(settings) = set.accounts.clone()
+        && args.source.report.is_none()
+        && args.user.is_none()
+    {
+        return crate::accounts::check(args, &set, &plugins, &settings).await;
+    }
+    let (mut prepared, set, source) =
+        match prepare_loaded(&args.dir, &args.source, set, &plugins).await {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
     // The AWS Config rules the policies declare, against the account (or
     // "not compared" for a report file). A single user's check leaves them.
     if !matches!(source, SourceSpec::User { .. }) {
@@ -72,7 +105,7 @@ pub async fn run(args: &CheckArgs) -> u8 {
     let doc = &prepared.doc;
     if let Some(account) = &prepared.snapshot.account {
         tracing::info!(api_calls = account.api_calls, "live check done");
-        journal_check(args, &prepared);
+        journal_check(args, &[&prepared.doc]);
     }
     if let Some(out) = &args.out {
         if doc.source.what_if {
@@ -96,8 +129,9 @@ pub async fn run(args: &CheckArgs) -> u8 {
     exit_code(doc)
 }
 
-/// A live check is a run too: journal it with its findings.
-fn journal_check(args: &CheckArgs, prepared: &Prepared) {
+/// A live check is a run too: journal it with its findings, one run per
+/// account of a run over many.
+pub fn journal_check(args: &CheckArgs, docs: &[&Document]) {
     let state = &args.source.account.state.state;
     let result = args.source.account.state.open_journal().and_then(|mut j| {
         // Only the lock's holder takes over unfinished intents: another
@@ -122,13 +156,21 @@ fn journal_check(args: &CheckArgs, prepared: &Prepared) {
             Err(e) => tracing::warn!("not taking over unfinished actions of earlier runs: {e}"),
         }
         let dir = args.dir.display().to_string();
-        let source = match &prepared.doc.source.user {
-            Some(_) => engine_run::execute::journal_source(&dir, &prepared.doc),
-            None => dir,
-        };
-        let run = j.start_run("check", &source, &prepared.doc.findings)?;
-        let summary = serde_json::to_string(&prepared.doc.summary).unwrap_or_default();
-        j.finish_run(run, engine_journal::RunStatus::Ok, &summary)
+        for doc in docs {
+            let source = match &doc.source.user {
+                Some(_) => engine_run::execute::journal_source(&dir, doc),
+                None => dir.clone(),
+            };
+            let run = j.start_account_run(
+                doc.source.account.as_deref(),
+                "check",
+                &source,
+                &doc.findings,
+            )?;
+            let summary = serde_json::to_string(&doc.summary).unwrap_or_default();
+            j.finish_run(run, engine_journal::RunStatus::Ok, &summary)?;
+        }
+        Ok(())
     });
     if let Err(e) = result {
         tracing::warn!("the check was not journaled: {e}");

@@ -52,6 +52,9 @@ struct PruneView {
 #[derive(Serialize)]
 struct RunView {
     id: i64,
+    /// The AWS account of the run (null: a report file, or a run journaled
+    /// before accounts were recorded).
+    account: Option<String>,
     command: String,
     source: String,
     started_at: String,
@@ -66,6 +69,7 @@ struct RunView {
 
 #[derive(Serialize)]
 struct ActionView {
+    account: Option<String>,
     policy: String,
     action: String,
     user: String,
@@ -95,7 +99,7 @@ pub fn run(args: &HistoryArgs) -> u8 {
     if args.prune {
         return prune(args, journal);
     }
-    let runs = match journal.recent_runs(args.limit) {
+    let runs = match journal.recent_runs_of(args.limit, args.account.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
@@ -113,6 +117,7 @@ pub fn run(args: &HistoryArgs) -> u8 {
         };
         views.push(RunView {
             id: r.id,
+            account: r.account,
             command: r.command,
             source: r.source,
             started_at: r.started_at,
@@ -123,6 +128,7 @@ pub fn run(args: &HistoryArgs) -> u8 {
             actions: actions
                 .into_iter()
                 .map(|a| ActionView {
+                    account: a.account,
                     policy: a.policy,
                     action: a.action,
                     user: a.user,
@@ -233,8 +239,12 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
         // errors, paths): escaped before it reaches a terminal.
         writeln!(
             out,
-            "run {} {} {} at {} ({}{}): {} findings, {} actions",
+            "run {} {}{} {} at {} ({}{}): {} findings, {} actions",
             r.id,
+            r.account
+                .as_deref()
+                .map(|a| format!("account {} ", for_terminal(a)))
+                .unwrap_or_default(),
             for_terminal(&r.command),
             for_terminal(&r.source),
             for_terminal(&r.started_at),

@@ -4,6 +4,7 @@
 //! over `engine-core`, `engine-wasm`, `engine-aws` and `engine-journal`); this binary parses what the user typed, resolves it into
 //! those crates' objects, renders the result and maps it to an exit code.
 
+mod accounts;
 mod apply;
 mod check;
 mod daemon;
@@ -108,6 +109,11 @@ pub struct AccountArgs {
     /// errors are retried with exponential backoff from 1s.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub max_attempts: u32,
+
+    /// With an [accounts] table: how many accounts are planned and carried
+    /// out at once (each with --concurrency calls of its own).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub account_concurrency: u16,
 
     #[command(flatten)]
     pub state: StateArgs,
@@ -324,6 +330,14 @@ pub struct HandleEventArgs {
     pub format: Format,
 }
 
+fn parse_account_id(s: &str) -> Result<String, String> {
+    if engine_core::policy::valid_account_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("an AWS account id is 12 digits".into())
+    }
+}
+
 fn parse_visibility(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(12 * 3600) {
@@ -348,6 +362,10 @@ pub struct HistoryArgs {
     /// How many runs to show, newest first.
     #[arg(long, default_value_t = 10)]
     pub limit: usize,
+
+    /// Only runs about this AWS account (12 digits).
+    #[arg(long, value_name = "ID", value_parser = parse_account_id)]
+    pub account: Option<String>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -388,6 +406,9 @@ fn init_logging(verbose: u8, daemon: Option<LogFormat>) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
+    // aws-config logs a refused AssumeRole as a warning of its own; the
+    // engine reports it as the account's error.
+    let default = format!("{default},aws_config::sts=error");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     if let Some(format) = daemon {

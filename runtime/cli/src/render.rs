@@ -296,6 +296,82 @@ pub fn human(
     Ok(())
 }
 
+/// A run over many accounts: a header, each account's plan as [`human`]
+/// shows one (or its error), and a total line.
+pub fn human_accounts(
+    out: &mut dyn Write,
+    command: &str,
+    doc: &engine_run::document::AccountsDocument,
+    plans: &[Option<&Plan>],
+) -> std::io::Result<()> {
+    let s = &doc.summary;
+    writeln!(
+        out,
+        "{} {} as {} (role {}) at {}",
+        paint(BOLD, &format!("engine {command}:")),
+        plural(s.accounts, "account", "accounts"),
+        for_terminal(&doc.identity),
+        for_terminal(&doc.role),
+        doc.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )?;
+    for k in &doc.skipped {
+        writeln!(
+            out,
+            "  {} account {}: {}",
+            paint(DIM, "left out"),
+            for_terminal(&k.account),
+            for_terminal(&k.reason)
+        )?;
+    }
+    for (section, plan) in doc.accounts.iter().zip(plans) {
+        let label = match &section.name {
+            Some(n) if !n.is_empty() => format!("{} ({})", section.account, n),
+            _ => section.account.clone(),
+        };
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{}",
+            paint(BOLD, &format!("== account {} ==", for_terminal(&label)))
+        )?;
+        match (&section.plan, plan) {
+            (Some(d), Some(p)) => human(out, command, d, p)?,
+            _ => writeln!(
+                out,
+                "  {} {}",
+                paint(RED, "error:"),
+                for_terminal(section.error.as_deref().unwrap_or("no plan"))
+            )?,
+        }
+    }
+    writeln!(out)?;
+    let mut line = format!(
+        "Total: {} ({} failed): {} to delete, {} to deactivate, {} console password{} to remove. {}: {} exempt, {} protected, {} refused",
+        plural(s.accounts, "account", "accounts"),
+        s.failed_accounts,
+        s.delete_access_key,
+        s.deactivate_access_key,
+        s.delete_login_profile,
+        if s.delete_login_profile == 1 { "" } else { "s" },
+        plural(s.findings, "finding", "findings"),
+        s.exempt,
+        s.protected,
+        s.refused
+    );
+    if s.skipped_accounts > 0 {
+        line.push_str(&format!(", {} accounts left out", s.skipped_accounts));
+    }
+    if s.failed_policies > 0 {
+        line.push_str(&format!(
+            ", {}",
+            plural(s.failed_policies, "failed policy", "failed policies")
+        ));
+    }
+    line.push('.');
+    let style = if s.failed_accounts > 0 { RED } else { BOLD };
+    writeln!(out, "{}", paint(style, &line))
+}
+
 /// `ACCESS_KEYS_ROTATED maxAccessKeyAge=90`.
 fn rule_text(source: &str, params: &std::collections::BTreeMap<String, String>) -> String {
     let mut text = for_terminal(source).into_owned();

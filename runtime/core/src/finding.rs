@@ -102,6 +102,10 @@ pub enum Protection {
 /// A credential that breaks a rule of a policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
+    /// The account the credential is in (a live account); absent for a
+    /// report file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Arc<str>>,
     pub policy: Arc<str>,
     pub rule: Rule,
     /// Shared with the report row: a finding costs no copy of the names.

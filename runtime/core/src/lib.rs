@@ -4,6 +4,7 @@
 //! `policies -> report -> findings -> plan` can be tested alone: no tokio, no
 //! AWS, no wasmtime, no I/O beyond reading the files it is pointed at.
 
+pub mod accounts;
 pub mod config_rule;
 pub mod event;
 pub mod finding;

@@ -190,6 +190,62 @@ pub struct PolicySet {
     pub digest: String,
     /// The `[aws_config]` table: where the Config rules live.
     pub aws_config: Option<AwsConfigSettings>,
+    /// The `[accounts]` table: the accounts a run covers (`None`: the
+    /// account of the engine's credentials).
+    pub accounts: Option<AccountsSettings>,
+}
+
+/// Which accounts a run covers (the top-level `[accounts]` table). Without
+/// the table, the account the engine's credentials are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountsSettings {
+    pub select: AccountSelect,
+    /// Accounts and organizational units left out (`exclude`).
+    pub exclude: Vec<String>,
+    /// The role assumed in each account: `arn:aws:iam::ACCOUNT:role/ROLE`
+    /// (`role`, a name with an optional path). The engine's own account is
+    /// reached with its own credentials when it is a target.
+    pub role: String,
+    /// `external_id`, passed to `AssumeRole`.
+    pub external_id: Option<String>,
+    pub origin: Origin,
+}
+
+/// `ids = [...]`, or `organization = true` with optional OUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountSelect {
+    /// These account ids.
+    Ids(Vec<String>),
+    /// Every ACTIVE account of the organization, or only those under these
+    /// organizational units (recursively; `organizational_units`).
+    Organization { units: Vec<String> },
+}
+
+impl AccountsSettings {
+    /// The ARN of the role to assume in `account`.
+    pub fn role_arn(&self, account: &str) -> String {
+        format!("arn:aws:iam::{account}:role/{}", self.role)
+    }
+}
+
+/// Whether `s` is an AWS account id (12 digits).
+pub fn valid_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `s` is an organizational unit id (`ou-xxxx-yyyyyyyy`) or an
+/// organization root id (`r-xxxx`).
+pub fn valid_ou_id(s: &str) -> bool {
+    let lower = |p: &str, min: usize, max: usize| {
+        (min..=max).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    match s.split('-').collect::<Vec<_>>().as_slice() {
+        ["ou", root, unit] => lower(root, 4, 32) && lower(unit, 8, 32),
+        ["r", root] => lower(root, 4, 32),
+        _ => false,
+    }
 }
 
 /// The top-level `[aws_config]` table.
@@ -487,6 +543,16 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         }
     }
     let aws_config = declared.aws_config.first().and_then(|(_, _, s)| s.clone());
+    if let Some((first_id, first_span, _)) = declared.accounts.first() {
+        for (id, span, _) in declared.accounts.iter().skip(1) {
+            problems.push(
+                Problem::new("duplicate-accounts", "[accounts] is defined more than once")
+                    .at(*id, span.clone(), "defined again here")
+                    .at(*first_id, first_span.clone(), "first defined here"),
+            );
+        }
+    }
+    let accounts = declared.accounts.first().and_then(|(_, _, s)| s.clone());
     if declared.aws_config.is_empty()
         && let Some((p, id, _)) = policies
             .iter()
@@ -567,6 +633,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         plugins: plugin_map,
         digest,
         aws_config,
+        accounts,
     })
 }
 
@@ -598,6 +665,8 @@ struct Declared {
     policies: Vec<(String, usize, Range<usize>)>,
     /// Every `[aws_config]` table, valid or not (file, span, region if valid).
     aws_config: Vec<(usize, Range<usize>, Option<AwsConfigSettings>)>,
+    /// Every `[accounts]` table, valid or not.
+    accounts: Vec<(usize, Range<usize>, Option<AccountsSettings>)>,
 }
 
 struct FileCtx<'a> {
@@ -665,11 +734,16 @@ impl FileCtx<'_> {
                     let settings = self.aws_config(value);
                     declared.aws_config.push((self.id, key.span(), settings));
                 }
+                "accounts" => {
+                    any = true;
+                    let settings = self.accounts(value);
+                    declared.accounts.push((self.id, key.span(), settings));
+                }
                 other => self.err(
                     "unknown-key",
                     format!("unknown top-level key {other:?}"),
                     key.span(),
-                    "expected `policy`, `plugin` or `aws_config`",
+                    "expected `policy`, `plugin`, `aws_config` or `accounts`",
                 ),
             }
         }
@@ -1120,6 +1194,201 @@ impl FileCtx<'_> {
         })
     }
 
+    /// The `[accounts]` table.
+    fn accounts(&mut self, v: &Spanned<DeValue<'_>>) -> Option<AccountsSettings> {
+        let table = self.table(v, "accounts")?;
+        let before = self.problems.len();
+        let mut ids: Option<(Vec<String>, Range<usize>)> = None;
+        let mut organization: Option<(bool, Range<usize>)> = None;
+        let mut units: Option<(Vec<String>, Range<usize>)> = None;
+        let mut exclude = Vec::new();
+        let mut role = None;
+        let mut external_id = None;
+        for (k, v) in table.iter() {
+            let key = k.get_ref().as_ref();
+            match key {
+                "ids" => {
+                    if let Some(items) = self.strings(key, v) {
+                        let mut out = Vec::new();
+                        for (id, span) in items {
+                            if valid_account_id(&id) {
+                                if !out.contains(&id) {
+                                    out.push(id);
+                                }
+                            } else {
+                                self.err(
+                                    "invalid-value",
+                                    format!("{id:?} is not an AWS account id"),
+                                    span,
+                                    "expected 12 digits",
+                                );
+                            }
+                        }
+                        if out.is_empty() && self.problems.len() == before {
+                            self.err(
+                                "invalid-value",
+                                "`ids` lists no account",
+                                v.span(),
+                                "list at least one account id",
+                            );
+                        }
+                        ids = Some((out, k.span()));
+                    }
+                }
+                "organization" => match v.get_ref() {
+                    DeValue::Boolean(b) => organization = Some((*b, k.span())),
+                    other => {
+                        let t = other.type_str();
+                        self.err(
+                            "wrong-type",
+                            format!("`organization` must be a boolean, found {t}"),
+                            v.span(),
+                            "expected true or false",
+                        );
+                    }
+                },
+                "organizational_units" => {
+                    if let Some(items) = self.strings(key, v) {
+                        let mut out = Vec::new();
+                        for (id, span) in items {
+                            if valid_ou_id(&id) {
+                                out.push(id);
+                            } else {
+                                self.err(
+                                    "invalid-value",
+                                    format!("{id:?} is not an organizational unit id"),
+                                    span,
+                                    "expected ou-xxxx-xxxxxxxx (or a root, r-xxxx)",
+                                );
+                            }
+                        }
+                        units = Some((out, k.span()));
+                    }
+                }
+                "exclude" => {
+                    if let Some(items) = self.strings(key, v) {
+                        for (id, span) in items {
+                            if valid_account_id(&id) || valid_ou_id(&id) {
+                                exclude.push(id);
+                            } else {
+                                self.err(
+                                    "invalid-value",
+                                    format!(
+                                        "{id:?} is neither an account id nor an organizational unit id"
+                                    ),
+                                    span,
+                                    "expected 12 digits, or ou-xxxx-xxxxxxxx",
+                                );
+                            }
+                        }
+                    }
+                }
+                "role" => {
+                    if let Some(s) = self.string(key, v) {
+                        // IAM role names: 1-64 of [\w+=,.@-]; a path before them.
+                        let name = s.rsplit('/').next().unwrap_or_default();
+                        let ok_chars = |t: &str| {
+                            t.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+                        };
+                        if name.is_empty() || name.len() > 64 || !ok_chars(&s) || s.starts_with('/')
+                        {
+                            self.err(
+                                "invalid-value",
+                                format!("{s:?} is not an IAM role name"),
+                                v.span(),
+                                "expected a role name such as \"EngineRemediation\" (optionally with a path: \"security/EngineRemediation\")",
+                            );
+                        } else {
+                            role = Some(s);
+                        }
+                    }
+                }
+                "external_id" => {
+                    if let Some(s) = self.string(key, v) {
+                        if (2..=1224).contains(&s.len()) {
+                            external_id = Some(s);
+                        } else {
+                            self.err(
+                                "invalid-value",
+                                "`external_id` must be 2 to 1224 characters",
+                                v.span(),
+                                "as STS AssumeRole requires",
+                            );
+                        }
+                    }
+                }
+                other => {
+                    let hint = closest(other, ACCOUNTS_KEYS);
+                    self.problems.push(
+                        Problem::new(
+                            "unknown-key",
+                            format!("unknown key {other:?} in [accounts]"),
+                        )
+                        .at(self.id, k.span(), "unknown key")
+                        .note(match hint {
+                            Some(h) => format!("did you mean `{h}`?"),
+                            None => format!("valid keys: {}", ACCOUNTS_KEYS.join(", ")),
+                        }),
+                    );
+                }
+            }
+        }
+        let select = match (&ids, organization) {
+            (Some(_), Some((true, span))) => {
+                self.err(
+                    "conflicting-keys",
+                    "[accounts] has both `ids` and `organization = true`",
+                    span,
+                    "choose one: a list of accounts, or the organization",
+                );
+                None
+            }
+            (Some((list, _)), _) => Some(AccountSelect::Ids(list.clone())),
+            (None, Some((true, _))) => Some(AccountSelect::Organization {
+                units: units.as_ref().map(|(u, _)| u.clone()).unwrap_or_default(),
+            }),
+            (None, _) => {
+                self.err(
+                    "missing-key",
+                    "[accounts] says neither which accounts (`ids`) nor `organization = true`",
+                    v.span(),
+                    "add ids = [\"111111111111\", ...] or organization = true",
+                );
+                None
+            }
+        };
+        if let (Some((_, span)), Some(AccountSelect::Ids(_))) = (&units, &select) {
+            self.err(
+                "conflicting-keys",
+                "`organizational_units` narrows `organization = true`, not a list of `ids`",
+                span.clone(),
+                "remove it, or use organization = true",
+            );
+        }
+        if role.is_none() && self.problems.len() == before {
+            self.err(
+                "missing-key",
+                "[accounts] has no `role`",
+                v.span(),
+                "add role = \"NAME\": the role the engine assumes in each account",
+            );
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(AccountsSettings {
+            select: select?,
+            exclude,
+            role: role?,
+            external_id,
+            origin: Origin {
+                file: self.path.to_path_buf(),
+                line: self.line_of(v.span().start),
+            },
+        })
+    }
+
     /// The `[aws_config]` table.
     fn aws_config(&mut self, v: &Spanned<DeValue<'_>>) -> Option<AwsConfigSettings> {
         let table = self.table(v, "aws_config")?;
@@ -1371,6 +1640,14 @@ const POLICY_KEYS: &[&str] = &[
 ];
 
 const AWS_CONFIG_KEYS: &[&str] = &["region", "events_queue"];
+const ACCOUNTS_KEYS: &[&str] = &[
+    "ids",
+    "organization",
+    "organizational_units",
+    "exclude",
+    "role",
+    "external_id",
+];
 
 /// What is wrong with an SQS queue URL (`http(s)://HOST/ACCOUNT/NAME`), if anything.
 pub fn queue_url_problem(s: &str) -> Option<&'static str> {

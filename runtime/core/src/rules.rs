@@ -187,6 +187,7 @@ fn finding(
         "{what} {verb} {date}, {age_days} days ago ({bound} {threshold})"
     );
     Finding {
+        account: None,
         policy: policy.shared_name(),
         rule: policy.rule,
         user: row.user.clone(),

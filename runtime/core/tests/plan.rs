@@ -8,6 +8,7 @@ use engine_core::policy::Rule;
 fn finding(user: &str, credential: Credential) -> Finding {
     let t: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
     Finding {
+        account: None,
         policy: "p".into(),
         rule: Rule::Cis14,
         user: user.into(),

@@ -15,6 +15,7 @@ const NOW: &str = "2026-11-28T12:00:00Z";
 
 fn key_finding(rule: Rule) -> Finding {
     Finding {
+        account: None,
         policy: "p".into(),
         rule,
         user: "alice".into(),

@@ -41,7 +41,7 @@ pub const FILE: &str = "journal.sqlite3";
 /// The schema version this engine writes (`PRAGMA user_version`).
 /// 0: the first schema, without a version; 1: runs record their owner;
 /// 2: `applied_plans`, the saved plans already applied (each applies once).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a connection waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,6 +140,9 @@ pub struct RunRecord {
     /// owners were recorded.
     pub owner_pid: Option<i64>,
     pub owner_host: Option<String>,
+    /// The AWS account the run was about; `None` for a report file or a
+    /// run journaled before accounts were recorded.
+    pub account: Option<String>,
 }
 
 /// What [`Journal::recover`] found and did.
@@ -185,6 +188,8 @@ pub struct ActionRecord {
     pub outcome: Option<String>,
     pub detail: Option<String>,
     pub result_at: Option<String>,
+    /// The AWS account of the credential (its run's).
+    pub account: Option<String>,
 }
 
 pub struct Journal {
@@ -245,6 +250,14 @@ CREATE TABLE IF NOT EXISTS applied_plans (
     run_id      INTEGER NOT NULL REFERENCES runs(id),
     applied_at  TEXT NOT NULL
 );
+",
+    // 2 -> 3: many accounts: every run, finding and action names its account
+    // (NULL: a report file, or a run journaled before accounts were recorded).
+    "
+ALTER TABLE runs ADD COLUMN account TEXT;
+ALTER TABLE findings ADD COLUMN account TEXT;
+ALTER TABLE actions ADD COLUMN account TEXT;
+CREATE INDEX IF NOT EXISTS runs_account ON runs(account);
 ",
 ];
 
@@ -348,10 +361,33 @@ impl Journal {
         self.start_run_owned_by(command, source, findings, &RunOwner::current())
     }
 
+    /// [`start_run`](Journal::start_run) about one AWS account: the run, its
+    /// findings and its actions record `account`.
+    pub fn start_account_run(
+        &mut self,
+        account: Option<&str>,
+        command: &str,
+        source: &str,
+        findings: &[Finding],
+    ) -> Result<i64> {
+        self.start(account, command, source, findings, &RunOwner::current())
+    }
+
     /// [`start_run`](Journal::start_run) on behalf of another process: for
     /// tests and tools that journal what another process did.
     pub fn start_run_owned_by(
         &mut self,
+        command: &str,
+        source: &str,
+        findings: &[Finding],
+        owner: &RunOwner,
+    ) -> Result<i64> {
+        self.start(None, command, source, findings, owner)
+    }
+
+    fn start(
+        &mut self,
+        account: Option<&str>,
         command: &str,
         source: &str,
         findings: &[Finding],
@@ -364,8 +400,8 @@ impl Journal {
         };
         let tx = self.conn.transaction().map_err(wrap)?;
         tx.execute(
-            "INSERT INTO runs (command, source, started_at, status, owner_pid, owner_host, owner_start)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO runs (command, source, started_at, status, owner_pid, owner_host, owner_start, account)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 command,
                 source,
@@ -373,7 +409,8 @@ impl Journal {
                 RunStatus::Running.as_str(),
                 owner.pid,
                 owner.host,
-                owner.start
+                owner.start,
+                account
             ],
         )
         .map_err(wrap)?;
@@ -381,8 +418,8 @@ impl Journal {
         {
             let mut stmt = tx
                 .prepare(
-                    "INSERT INTO findings (run_id, policy, user, credential, key_id, age_days, finding)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO findings (run_id, policy, user, credential, key_id, age_days, finding, account)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(wrap)?;
             for f in findings {
@@ -394,7 +431,8 @@ impl Journal {
                     f.credential.as_str(),
                     f.key_id,
                     f.age_days,
-                    json
+                    json,
+                    f.account.as_deref().or(account)
                 ])
                 .map_err(wrap)?;
             }
@@ -407,8 +445,8 @@ impl Journal {
     pub fn intent(&self, run: i64, a: &PlannedAction) -> Result<i64> {
         self.sql(|c| {
             c.execute(
-                "INSERT INTO actions (run_id, policy, action, user, credential, key_id, intent_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO actions (run_id, policy, action, user, credential, key_id, intent_at, account)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT account FROM runs WHERE id = ?1))",
                 params![
                     run,
                     a.policy,
@@ -624,9 +662,21 @@ impl Journal {
 
     /// The most recent runs, newest first.
     pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.recent_runs_of(limit, None)
+    }
+
+    /// The most recent runs about `account` (all runs when `None`), newest first.
+    pub fn recent_runs_of(&self, limit: usize, account: Option<&str>) -> Result<Vec<RunRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.sql(|c| query_runs(c, "ORDER BY r.id DESC LIMIT ?1", params![limit]))
-            .map(|runs| runs.into_iter().map(|(run, _)| run).collect())
+        self.sql(|c| match account {
+            None => query_runs(c, "ORDER BY r.id DESC LIMIT ?1", params![limit]),
+            Some(a) => query_runs(
+                c,
+                "WHERE r.account = ?2 ORDER BY r.id DESC LIMIT ?1",
+                params![limit, a],
+            ),
+        })
+        .map(|runs| runs.into_iter().map(|(run, _)| run).collect())
     }
 
     /// The actions of one run, in the order they were recorded.
@@ -648,7 +698,7 @@ fn query_runs(
     let mut stmt = c.prepare(&format!(
         "SELECT r.id, r.command, r.source, r.started_at, r.finished_at, r.status, r.summary,
                 (SELECT COUNT(*) FROM findings f WHERE f.run_id = r.id),
-                r.owner_pid, r.owner_host, r.owner_start
+                r.owner_pid, r.owner_host, r.owner_start, r.account
          FROM runs r {tail}"
     ))?;
     let rows = stmt.query_map(p, |r| {
@@ -664,6 +714,7 @@ fn query_runs(
                 findings: r.get(7)?,
                 owner_pid: r.get(8)?,
                 owner_host: r.get(9)?,
+                account: r.get(11)?,
             },
             r.get(10)?,
         ))
@@ -677,7 +728,7 @@ fn query_actions(
     p: &[&dyn rusqlite::ToSql],
 ) -> rusqlite::Result<Vec<ActionRecord>> {
     let mut stmt = c.prepare(&format!(
-        "SELECT id, run_id, policy, action, user, credential, key_id, intent_at, outcome, detail, result_at
+        "SELECT id, run_id, policy, action, user, credential, key_id, intent_at, outcome, detail, result_at, account
          FROM actions WHERE {cond} ORDER BY id"
     ))?;
     let rows = stmt.query_map(p, |r| {
@@ -693,6 +744,7 @@ fn query_actions(
             outcome: r.get(8)?,
             detail: r.get(9)?,
             result_at: r.get(10)?,
+            account: r.get(11)?,
         })
     })?;
     rows.collect()

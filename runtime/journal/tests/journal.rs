@@ -59,6 +59,55 @@ fn intents_results_and_history() {
 }
 
 #[test]
+fn runs_findings_and_actions_name_their_account() {
+    let dir = temp_dir("accounts");
+    let mut j = Journal::open(&dir).unwrap();
+    let finding: engine_core::Finding = serde_json::from_value(serde_json::json!({
+        "policy": "rotate", "rule": "cis-1.4", "user": "alice",
+        "arn": "arn:aws:iam::111111111111:user/alice", "credential": "access_key_1",
+        "key_id": "AKIAalice", "timestamp": "2026-01-01T00:00:00Z", "basis": "key_last_rotated",
+        "age_days": 200, "threshold_days": 90, "reason": "old", "controls": [],
+        "exempt": false, "protected": null
+    }))
+    .unwrap();
+    let a = j
+        .start_account_run(Some("111111111111"), "apply", "policies", &[finding])
+        .unwrap();
+    let intent = j.intent(a, &action("alice")).unwrap();
+    j.result(intent, Outcome::Done, "").unwrap();
+    j.finish_run(a, RunStatus::Ok, "{}").unwrap();
+    let b = j
+        .start_account_run(Some("222222222222"), "apply", "policies", &[])
+        .unwrap();
+    j.finish_run(b, RunStatus::Ok, "{}").unwrap();
+    let c = j.start_run("check", "policies", &[]).unwrap();
+    j.finish_run(c, RunStatus::Ok, "{}").unwrap();
+
+    let all = j.recent_runs(10).unwrap();
+    let accounts: Vec<Option<&str>> = all.iter().map(|r| r.account.as_deref()).collect();
+    assert_eq!(accounts, [None, Some("222222222222"), Some("111111111111")]);
+    let one = j.recent_runs_of(10, Some("111111111111")).unwrap();
+    assert_eq!(one.iter().map(|r| r.id).collect::<Vec<_>>(), [a]);
+    assert!(
+        j.recent_runs_of(10, Some("333333333333"))
+            .unwrap()
+            .is_empty()
+    );
+    let acts = j.actions_of(a).unwrap();
+    assert_eq!(acts[0].account.as_deref(), Some("111111111111"));
+    drop(j);
+    let raw = raw(&dir);
+    let finding_account: Option<String> = raw
+        .query_row("SELECT account FROM findings WHERE run_id = ?1", [a], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(finding_account.as_deref(), Some("111111111111"));
+    drop(raw);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn an_intent_without_result_survives_a_crash() {
     let dir = temp_dir("crash");
     {
@@ -178,6 +227,12 @@ fn a_journal_without_a_version_is_migrated_in_place() {
     assert_eq!(j.schema_version().unwrap(), engine_journal::SCHEMA_VERSION);
     assert_eq!(user_version(&raw), engine_journal::SCHEMA_VERSION);
     assert!(columns(&raw, "runs").contains(&"owner_pid".to_owned()));
+    for table in ["runs", "findings", "actions"] {
+        assert!(
+            columns(&raw, table).contains(&"account".to_owned()),
+            "{table}"
+        );
+    }
     // Nothing journaled before is lost.
     let runs = j.recent_runs(10).unwrap();
     assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 1]);

@@ -75,6 +75,9 @@ pub struct PolicyEntry {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionEntry {
+    /// The account of the credential (a live account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub policy: String,
     pub action: ActionKind,
     pub user: String,
@@ -92,12 +95,16 @@ pub struct ActionEntry {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefusalEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     #[serde(flatten)]
     pub refusal: Refusal,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub policy: String,
     pub kind: FailureKind,
     pub message: String,
@@ -117,6 +124,7 @@ impl Document {
             actions.extend(p.actions.iter().enumerate().map(|(ai, a)| {
                 let sup = superseded.contains(&(pi, ai));
                 ActionEntry {
+                    account: source.account.clone(),
                     policy: a.policy.clone(),
                     action: a.action,
                     user: a.user.clone(),
@@ -132,10 +140,14 @@ impl Document {
             refused.extend(p.refused.iter().map(|r| {
                 let mut r = r.clone();
                 r.finding += offset;
-                RefusalEntry { refusal: r }
+                RefusalEntry {
+                    account: source.account.clone(),
+                    refusal: r,
+                }
             }));
             if let Some(f) = &p.failure {
                 errors.push(ErrorEntry {
+                    account: source.account.clone(),
                     policy: p.policy.clone(),
                     kind: f.kind,
                     message: f.message.clone(),
@@ -230,5 +242,124 @@ impl Document {
             now: self.now,
             policies,
         })
+    }
+}
+
+/// The plan of a run over many accounts (an `[accounts]` table): one section
+/// per account, each the [`Document`] of that account, or why it has none.
+/// What `check --format json` prints, `check --out` saves and the daemon
+/// serves on `/v1/plan` when the policies name accounts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountsDocument {
+    pub format_version: u32,
+    pub now: DateTime<Utc>,
+    /// The engine's own identity (ARN) and account.
+    pub identity: String,
+    pub engine_account: String,
+    /// The role assumed in each account.
+    pub role: String,
+    pub accounts: Vec<AccountSection>,
+    /// Accounts of the organization left out, with why (`excluded`, `not active (SUSPENDED)`).
+    pub skipped: Vec<SkippedAccount>,
+    pub summary: AccountsSummary,
+    /// As [`Document::mac`], over the whole document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountSection {
+    pub account: String,
+    /// Its name in the organization, when listed.
+    pub name: Option<String>,
+    /// The role assumed in it; `None` for the engine's own account.
+    pub role_arn: Option<String>,
+    /// Why the account has no plan (its role could not be assumed, its
+    /// credential report failed, ...).
+    pub error: Option<String>,
+    pub plan: Option<Document>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SkippedAccount {
+    pub account: String,
+    pub reason: String,
+}
+
+/// The sums over every account's [`Summary`], and the accounts' count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountsSummary {
+    pub accounts: usize,
+    pub failed_accounts: usize,
+    pub skipped_accounts: usize,
+    pub findings: usize,
+    pub exempt: usize,
+    pub protected: usize,
+    pub changes: usize,
+    pub delete_access_key: usize,
+    pub deactivate_access_key: usize,
+    pub delete_login_profile: usize,
+    pub report_only: usize,
+    pub superseded: usize,
+    pub refused: usize,
+    pub failed_policies: usize,
+}
+
+impl AccountsSummary {
+    pub fn of(sections: &[AccountSection], skipped: usize) -> AccountsSummary {
+        let mut t = AccountsSummary {
+            accounts: sections.len(),
+            skipped_accounts: skipped,
+            ..AccountsSummary::default()
+        };
+        for s in sections {
+            let Some(doc) = &s.plan else {
+                t.failed_accounts += 1;
+                continue;
+            };
+            let p = &doc.summary;
+            t.findings += p.findings;
+            t.exempt += p.exempt;
+            t.protected += p.protected;
+            t.changes += p.changes;
+            t.delete_access_key += p.delete_access_key;
+            t.deactivate_access_key += p.deactivate_access_key;
+            t.delete_login_profile += p.delete_login_profile;
+            t.report_only += p.report_only;
+            t.superseded += p.superseded;
+            t.refused += p.refused;
+            t.failed_policies += p.failed_policies;
+        }
+        t
+    }
+}
+
+impl AccountsDocument {
+    /// The document of a run over many accounts, from each account's section.
+    pub fn from_parts(
+        now: DateTime<Utc>,
+        identity: &engine_aws::Identity,
+        role: &str,
+        accounts: Vec<AccountSection>,
+        skipped: &[(String, String)],
+    ) -> AccountsDocument {
+        let skipped: Vec<SkippedAccount> = skipped
+            .iter()
+            .map(|(account, reason)| SkippedAccount {
+                account: account.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        AccountsDocument {
+            format_version: FORMAT_VERSION,
+            now,
+            identity: identity.arn.clone(),
+            engine_account: identity.account.clone(),
+            role: role.to_string(),
+            summary: AccountsSummary::of(&accounts, skipped.len()),
+            accounts,
+            skipped,
+            mac: None,
+        }
     }
 }

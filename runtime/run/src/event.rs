@@ -160,6 +160,7 @@ pub fn subset(set: &PolicySet, names: &[String]) -> PolicySet {
         plugins: set.plugins.clone(),
         digest: set.digest.clone(),
         aws_config: set.aws_config.clone(),
+        accounts: set.accounts.clone(),
     }
 }
 

@@ -90,7 +90,12 @@ pub async fn apply(
     exec: &Execution<'_>,
 ) -> Result<Applied, String> {
     let run = journal
-        .start_run(command, &journal_source(target, doc), &doc.findings)
+        .start_account_run(
+            doc.source.account.as_deref(),
+            command,
+            &journal_source(target, doc),
+            &doc.findings,
+        )
         .map_err(|e| format!("cannot write the journal, nothing was done: {e}"))?;
     if let Some(mac) = claim {
         // Claimed under the run: a second apply of the same plan, even one

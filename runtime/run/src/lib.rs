@@ -13,6 +13,7 @@
 //!
 //! [`saved`] seals and verifies plans saved by `check --out`.
 
+pub mod accounts;
 pub mod config_rules;
 pub mod document;
 pub mod event;
@@ -91,4 +92,6 @@ pub fn journal_failed_run(
 pub use execute::{ActionResult, Applied, Execution};
 pub use live::{AccountOptions, SourceSpec};
 pub use plugins::{PluginObserver, Plugins};
-pub use prepare::{Prepared, Request, prepare};
+pub use prepare::{
+    AccountPrepared, AccountsPrepared, Prepared, Request, prepare, prepare_accounts,
+};

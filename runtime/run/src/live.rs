@@ -124,7 +124,7 @@ pub async fn snapshot(
         }
     };
     let aws = connect(args).await?;
-    live(set, aws, now, args).await
+    live(set, aws, now, args, false).await
 }
 
 pub async fn connect(args: &AccountOptions) -> Result<Aws, String> {
@@ -133,11 +133,16 @@ pub async fn connect(args: &AccountOptions) -> Result<Aws, String> {
         .map_err(|e| format!("cannot connect to AWS: {e}"))
 }
 
-async fn live(
+/// The snapshot of the account `aws` is connected to: who the engine is
+/// there, the credential report, key ids, protections. `assumed`: the
+/// engine reached the account through a role it assumed itself (its own
+/// keys are in another account).
+pub async fn live(
     set: &PolicySet,
     aws: Aws,
     now: DateTime<Utc>,
     args: &AccountOptions,
+    assumed: bool,
 ) -> Result<Snapshot, String> {
     let concurrency = usize::from(args.concurrency);
     let identity = aws
@@ -145,7 +150,11 @@ async fn live(
         .await
         .map_err(|e| format!("cannot tell who the engine runs as (GetCallerIdentity): {e}"))?;
     tracing::info!(account = %identity.account, arn = %identity.arn, key = %identity.access_key_id, "connected");
-    let own = own_credentials(&identity);
+    let own = if assumed {
+        Own::from_arn(&identity.arn, &identity.access_key_id)
+    } else {
+        own_credentials(&identity)
+    };
     let tty = args.progress && std::io::stderr().is_terminal();
     let progress = move |p: ReportProgress| {
         let line = match p {
@@ -191,9 +200,13 @@ async fn live(
     let api_calls = 1 + fetched.api_calls + users.len() as u32;
     let keys = list_keys(&aws, users, concurrency).await?;
     let mut warnings = std::collections::BTreeSet::new();
+    let account: std::sync::Arc<str> = identity.account.as_str().into();
     for (i, findings) in &mut evaluated {
         warnings.extend(snapshot::resolve_key_ids(findings, &report, &keys));
         snapshot::protect(findings, &own, &set.policies[*i].protect_access_keys);
+        for f in findings.iter_mut() {
+            f.account = Some(account.clone());
+        }
     }
     for w in warnings {
         tracing::warn!("{w}");
@@ -301,11 +314,18 @@ pub async fn fresh_user(
     };
     check_fresh_clock(&user, Utc::now())?;
     let fresh = FreshReport::new(&user).map_err(|e| format!("{e}; nothing evaluated"))?;
+    let account: std::sync::Arc<str> = identity.account.as_str().into();
     let evaluated = set
         .policies
         .iter()
         .enumerate()
-        .map(|(i, p)| (i, fresh.findings(p, &own, now)))
+        .map(|(i, p)| {
+            let mut findings = fresh.findings(p, &own, now);
+            for f in &mut findings {
+                f.account = Some(account.clone());
+            }
+            (i, findings)
+        })
         .collect();
     tracing::info!(user = %user.name, keys = user.keys.len(), calls = api_calls, "fresh reads");
     Ok(Snapshot {

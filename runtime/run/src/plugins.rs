@@ -165,6 +165,7 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).single();
         let now = now.unwrap_or_default();
         Finding {
+            account: None,
             policy: "old-keys".into(),
             rule: Rule::Cis14,
             user: user.into(),

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use engine_core::PolicySet;
 use engine_core::plan::Plan;
 
+use crate::accounts::{self, AccountTarget};
 use crate::document::{Document, Source};
 use crate::live::{self, Snapshot, SourceSpec};
 use crate::plugins::{PluginObserver, Plugins};
@@ -38,8 +39,13 @@ pub struct Request<'a> {
 
 /// Take the snapshot, evaluate, let the plugins decide and the host check.
 pub async fn prepare(req: Request<'_>) -> Result<Prepared, String> {
+    let snapshot = live::snapshot(req.set, req.source, req.now).await?;
+    Ok(plan_snapshot(&req, snapshot))
+}
+
+/// Evaluate, decide and check a snapshot already taken.
+pub fn plan_snapshot(req: &Request<'_>, mut snapshot: Snapshot) -> Prepared {
     let set = req.set;
-    let mut snapshot = live::snapshot(set, req.source, req.now).await?;
     tracing::info!(
         policies = set.policies.len(),
         users = snapshot.report.rows.len(),
@@ -77,9 +83,95 @@ pub async fn prepare(req: Request<'_>) -> Result<Prepared, String> {
         },
     };
     let doc = Document::new(&plan, source);
-    Ok(Prepared {
+    Prepared {
         snapshot,
         plan,
         doc,
+    }
+}
+
+/// One account of a run over many.
+pub struct AccountPrepared {
+    pub target: AccountTarget,
+    /// Its plan, or why there is none (its role could not be assumed, its
+    /// report failed, ...).
+    pub result: Result<Prepared, String>,
+}
+
+/// The accounts of a run over many, each with its plan or its failure.
+pub struct AccountsPrepared {
+    pub accounts: Vec<AccountPrepared>,
+    /// Accounts the organization has that the run leaves out, with why.
+    pub skipped: Vec<(String, String)>,
+    /// The identity the engine runs as, in its own account.
+    pub identity: engine_aws::Identity,
+}
+
+/// Plan every account `settings` names, at most `concurrency` at a time,
+/// each from its own snapshot; `command` names the run in the STS session
+/// name (`engine-COMMAND-TIME`), which CloudTrail shows in each account. An
+/// error means no account could be planned (the engine's own credentials,
+/// or the organization's listing, failed).
+pub async fn prepare_accounts(
+    req: Request<'_>,
+    settings: &engine_core::policy::AccountsSettings,
+    args: &live::AccountOptions,
+    concurrency: usize,
+    command: &str,
+) -> Result<AccountsPrepared, String> {
+    use futures_util::stream::{self, StreamExt};
+    let base = live::connect(args).await?;
+    let identity = base
+        .identity()
+        .await
+        .map_err(|e| format!("cannot tell who the engine runs as (GetCallerIdentity): {e}"))?;
+    let (targets, skipped) = accounts::resolve(settings, &base, &identity).await?;
+    for (id, why) in &skipped {
+        tracing::info!(account = %id, "account left out: {why}");
+    }
+    tracing::info!(
+        accounts = targets.len(),
+        skipped = skipped.len(),
+        concurrency,
+        "planning every account"
+    );
+    let session = engine_core::accounts::session_name(command, req.now.timestamp());
+    let req = &req;
+    let base = &base;
+    let session = session.as_str();
+    let mut done: Vec<(usize, AccountPrepared)> = stream::iter(targets.into_iter().enumerate())
+        .map(|(i, target)| async move {
+            let result = async {
+                let aws = accounts::connect(&target, base, settings, session, args.observer.clone())
+                    .await?;
+                let assumed = target.role_arn.is_some();
+                let snapshot = live::live(req.set, aws, req.now, args, assumed).await?;
+                let answered = snapshot
+                    .account
+                    .as_ref()
+                    .map(|a| a.identity.account.clone())
+                    .unwrap_or_default();
+                if answered != target.id {
+                    return Err(format!(
+                        "the credentials for account {} answered as account {answered}; nothing was planned there",
+                        target.id
+                    ));
+                }
+                Ok(plan_snapshot(req, snapshot))
+            }
+            .await;
+            if let Err(e) = &result {
+                tracing::error!(account = %target.id, "account failed: {e}");
+            }
+            (i, AccountPrepared { target, result })
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    Ok(AccountsPrepared {
+        accounts: done.into_iter().map(|(_, a)| a).collect(),
+        skipped,
+        identity,
     })
 }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use engine_core::policy::{PluginSource, PolicySet};
 
-use crate::document::Document;
+use crate::document::{AccountsDocument, Document};
 
 /// The key file in the state directory.
 pub const KEY_FILE: &str = "plan.key";
@@ -81,9 +81,34 @@ fn key(state: &Path, create: bool) -> Result<Vec<u8>, String> {
     }
 }
 
+/// A plan that can be saved and sealed: a [`Document`] (one account) or an
+/// [`AccountsDocument`] (many).
+pub trait Sealed: serde::Serialize + Clone {
+    fn mac(&self) -> Option<&String>;
+    fn set_mac(&mut self, mac: Option<String>);
+}
+
+impl Sealed for Document {
+    fn mac(&self) -> Option<&String> {
+        self.mac.as_ref()
+    }
+    fn set_mac(&mut self, mac: Option<String>) {
+        self.mac = mac;
+    }
+}
+
+impl Sealed for AccountsDocument {
+    fn mac(&self) -> Option<&String> {
+        self.mac.as_ref()
+    }
+    fn set_mac(&mut self, mac: Option<String>) {
+        self.mac = mac;
+    }
+}
+
 /// The MAC covers the document as a JSON value without its `mac` field,
 /// written compactly: what the file says, not how it is laid out.
-fn mac_of(doc: &Document, key: &[u8]) -> Result<String, String> {
+fn mac_of<D: Sealed>(doc: &D, key: &[u8]) -> Result<String, String> {
     let mut value = serde_json::to_value(doc).map_err(|e| e.to_string())?;
     if let Some(fields) = value.as_object_mut() {
         fields.remove("mac");
@@ -95,10 +120,11 @@ fn mac_of(doc: &Document, key: &[u8]) -> Result<String, String> {
 }
 
 /// Seal `doc` and write it atomically to `path`.
-pub fn save(path: &Path, doc: &Document, state: &Path) -> Result<(), String> {
+pub fn save<D: Sealed>(path: &Path, doc: &D, state: &Path) -> Result<(), String> {
     let key = key(state, true)?;
     let mut doc = doc.clone();
-    doc.mac = Some(mac_of(&doc, &key)?);
+    let mac = mac_of(&doc, &key)?;
+    doc.set_mac(Some(mac));
     let json = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
     let tmp: PathBuf = path.with_extension("json.tmp");
     std::fs::write(&tmp, json).map_err(|e| e.to_string())?;
@@ -106,8 +132,8 @@ pub fn save(path: &Path, doc: &Document, state: &Path) -> Result<(), String> {
 }
 
 /// Whether `doc` carries a valid seal under the state directory's key.
-pub fn verify(doc: &Document, state: &Path) -> Result<(), String> {
-    let Some(mac) = &doc.mac else {
+pub fn verify<D: Sealed>(doc: &D, state: &Path) -> Result<(), String> {
+    let Some(mac) = doc.mac() else {
         return Err("it carries no seal (save plans with `engine check --out`)".into());
     };
     let key = key(state, false)?;

@@ -196,6 +196,9 @@ pub struct Faults {
 /// One IAM/STS API call the server received ([`Moto::requests`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Request {
+    /// The account whose credentials signed the call.
+    #[serde(default)]
+    pub account: Option<String>,
     /// The action: `DeleteAccessKey`, `ListAccessKeys`, ...
     pub action: String,
     /// The call's `UserName` parameter, if it had one.
@@ -322,6 +325,129 @@ impl Moto {
     /// Moto's IAM state now.
     pub fn state(&self) -> State {
         self.get("state")
+    }
+
+    /// [`Moto::seed`] in another account than moto's default one.
+    pub fn seed_in(&self, account: &str, users: &[SeedUser]) -> Vec<SeededUser> {
+        self.post(&format!("seed?account={account}"), &users)
+    }
+
+    /// [`Moto::state`] of another account.
+    pub fn state_in(&self, account: &str) -> State {
+        self.get(&format!("state?account={account}"))
+    }
+
+    /// Create role `name` in `account`, which STS `AssumeRole` then lets the
+    /// default account assume (with `external_id`, when given: this server
+    /// refuses a role that does not exist or a wrong external id, as AWS does).
+    pub fn create_role(&self, account: &str, name: &str, external_id: Option<&str>) -> String {
+        let v: serde_json::Value = self.post(
+            "role",
+            &serde_json::json!({"account": account, "name": name, "external_id": external_id}),
+        );
+        v["arn"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// An AWS Organization managed by moto's default account; its root id.
+    pub fn create_organization(&self) -> String {
+        self.organizations(
+            "CreateOrganization",
+            &serde_json::json!({"FeatureSet": "ALL"}),
+        );
+        let roots = self.organizations("ListRoots", &serde_json::json!({}));
+        roots["Roots"][0]["Id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no root: {roots}"))
+            .to_string()
+    }
+
+    /// An organizational unit under `parent`; its id.
+    pub fn create_organizational_unit(&self, parent: &str, name: &str) -> String {
+        let ou = self.organizations(
+            "CreateOrganizationalUnit",
+            &serde_json::json!({"ParentId": parent, "Name": name}),
+        );
+        ou["OrganizationalUnit"]["Id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no OU id: {ou}"))
+            .to_string()
+    }
+
+    /// A new account of the organization, moved under `parent` (from the
+    /// root `root`); its id.
+    pub fn create_account(&self, name: &str, root: &str, parent: &str) -> String {
+        let made = self.organizations(
+            "CreateAccount",
+            &serde_json::json!({"AccountName": name, "Email": format!("{name}@example.com")}),
+        );
+        let id = made["CreateAccountStatus"]["AccountId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no account id: {made}"))
+            .to_string();
+        if parent != root {
+            self.organizations(
+                "MoveAccount",
+                &serde_json::json!({"AccountId": id, "SourceParentId": root, "DestinationParentId": parent}),
+            );
+        }
+        id
+    }
+
+    /// Close an account of the organization (it is no longer ACTIVE).
+    pub fn close_account(&self, id: &str) {
+        self.organizations("CloseAccount", &serde_json::json!({"AccountId": id}));
+    }
+
+    fn organizations(&self, action: &str, body: &serde_json::Value) -> serde_json::Value {
+        self.aws_json(
+            "organizations",
+            "us-east-1",
+            &format!("AWSOrganizationsV20161128.{action}"),
+            body,
+        )
+    }
+
+    /// Every finding Security Hub holds in `account` and `region` (`GetFindings`).
+    pub fn securityhub_findings(&self, account: &str, region: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut body = serde_json::json!({"MaxResults": 100});
+            if let Some(t) = &token {
+                body["NextToken"] = t.clone().into();
+            }
+            let page = self.aws_rest("securityhub", account, region, "/findings", &body);
+            out.extend(page["Findings"].as_array().cloned().unwrap_or_default());
+            match page["NextToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return out,
+            }
+        }
+    }
+
+    /// `POST path` of an AWS REST-JSON API of this moto (Security Hub), as
+    /// `account` (moto's `x-moto-account-id`) in `region`.
+    pub fn aws_rest(
+        &self,
+        service: &str,
+        account: &str,
+        region: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        let url = format!("{}{path}", self.endpoint());
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIATESTKIT/20260101/{region}/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=0"
+        );
+        let response = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Authorization", &auth)
+            .header("X-Amz-Date", "20260101T000000Z")
+            .header("x-moto-account-id", account)
+            .send(body.to_string().as_bytes());
+        self.read(&url, response)
     }
 
     /// IAM/STS calls by action name since start or the last reset.

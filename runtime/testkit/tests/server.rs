@@ -50,6 +50,7 @@ fn alice(moto: &Moto) -> Vec<String> {
 
 fn request(action: &str, user: Option<&str>, key_id: Option<&str>, status: u16) -> Request {
     Request {
+        account: Some("123456789012".into()),
         action: action.into(),
         user: user.map(Into::into),
         key_id: key_id.map(Into::into),

@@ -28,6 +28,7 @@ fn findings(n: usize) -> Vec<Finding> {
     let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
     (0..n)
         .map(|i| Finding {
+            account: None,
             policy: "bench".into(),
             rule: Rule::Cis14,
             user: format!("user-{i}").into(),

@@ -88,6 +88,7 @@ fn policy(params: &str) -> Policy {
 fn finding(user: &str, credential: Credential, age_days: i64) -> Finding {
     let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
     Finding {
+        account: None,
         policy: "test".into(),
         rule: if credential == Credential::Password {
             Rule::Cis13
