@@ -108,7 +108,9 @@ impl Aws {
         if let Some(id) = external_id {
             builder = builder.external_id(id);
         }
-        let provider = builder.build().await;
+        // One AssumeRole per session: the SDK's clients cache credentials,
+        // but the engine asks for them too (who it is, which key it uses).
+        let provider = Reused::new(builder.build().await);
         // Assume now: a role that cannot be assumed is this account's error.
         if let Err(e) = provider.provide_credentials().await {
             return Err(AwsError::AssumeRole {
@@ -151,4 +153,49 @@ fn sts_message(e: &(dyn std::error::Error + 'static)) -> String {
         current = err.source();
     }
     last
+}
+
+/// Credentials asked for once and handed out again until five minutes
+/// before they expire; then asked for again.
+#[derive(Debug)]
+struct Reused<P> {
+    inner: P,
+    cached: tokio::sync::Mutex<Option<aws_credential_types::Credentials>>,
+}
+
+impl<P> Reused<P> {
+    fn new(inner: P) -> Self {
+        Reused {
+            inner,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// How long before expiry credentials are renewed.
+const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl<P: ProvideCredentials> ProvideCredentials for Reused<P> {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let mut cached = self.cached.lock().await;
+            if let Some(c) = cached.as_ref() {
+                let fresh = c.expiry().is_none_or(|at| {
+                    at.duration_since(std::time::SystemTime::now())
+                        .is_ok_and(|left| left > RENEW_BEFORE)
+                });
+                if fresh {
+                    return Ok(c.clone());
+                }
+            }
+            let c = self.inner.provide_credentials().await?;
+            *cached = Some(c.clone());
+            Ok(c)
+        })
+    }
 }

@@ -128,7 +128,7 @@ async fn prepare(
         },
         settings,
         &opts,
-        usize::from(account.account_concurrency),
+        usize::from(opts.account_concurrency),
         command,
     )
     .await?;
@@ -338,6 +338,19 @@ async fn carry_out(
         },
     )
     .await;
+    // An account that could not be planned is a failed run of its own.
+    for a in accounts {
+        if let Err(e) = &a.result {
+            engine_run::journal_failed_run(
+                &args.account.state.state,
+                args.account.state.journal_retention,
+                Some(&a.target.id),
+                "apply",
+                &target,
+                e,
+            );
+        }
+    }
     report(args, doc, accounts, &applied)
 }
 

@@ -134,6 +134,7 @@ impl AccountArgs {
             region: self.region.clone(),
             report_max_age: self.report_max_age,
             concurrency: self.concurrency,
+            account_concurrency: self.account_concurrency,
             max_attempts: self.max_attempts,
             progress: true,
             observer: None,

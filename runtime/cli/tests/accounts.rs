@@ -322,3 +322,127 @@ fn one_apply_leaves_every_account_of_the_organization_as_its_plan_said() {
     assert_eq!(acts[0]["account"], org.members[0].id.as_str());
     assert_eq!(acts[0]["outcome"], "done");
 }
+
+/// The blast-radius cap is per account and policy: an account over it is
+/// refused whole, the others act; listed ids, an external id.
+#[test]
+fn the_cap_holds_per_account_and_listed_ids_are_reached_with_the_external_id() {
+    let moto = Moto::start();
+    let own = moto.seed(&[SeedUser::new("engine-bot", days_ago(900)).key(days_ago(5), None, true)]);
+    let root = moto.create_organization();
+    let mut accounts = Vec::new();
+    for (i, stale) in [1usize, 3].into_iter().enumerate() {
+        let id = moto.create_account(&format!("listed-{i}"), &root, &root);
+        moto.create_role(&id, ROLE, Some("ext-1234"));
+        let users: Vec<SeedUser> = (0..stale)
+            .map(|n| {
+                SeedUser::new(&format!("stale-{n}"), days_ago(900)).key(
+                    days_ago(200),
+                    Some(days_ago(1)),
+                    true,
+                )
+            })
+            .collect();
+        moto.seed_in(&id, &users);
+        accounts.push(id);
+    }
+    let dir = std::env::temp_dir().join(format!("engine-accounts-cap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policies")).expect("mkdir");
+    let org = Org {
+        moto,
+        own_key: own[0].keys[0].clone(),
+        dir,
+        members: Vec::new(),
+        broken: String::new(),
+        units: BTreeMap::new(),
+    };
+    org.write_policies(
+        &format!(
+            "[accounts]\nids = [\"{}\", \"{}\"]\nrole = \"{ROLE}\"\nexternal_id = \"ext-1234\"\n",
+            accounts[0], accounts[1]
+        ),
+        "max_actions_per_run = 2",
+    );
+    let out = org.engine(&[
+        "apply",
+        "policies",
+        "--auto-approve",
+        "--format",
+        "json",
+        "--account-concurrency",
+        "1",
+    ]);
+    // A policy over its cap fails its account's plan: exit 1.
+    assert_code(&out, 1);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let sections = report["plan"]["accounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let small = sections
+        .iter()
+        .find(|s| s["account"] == accounts[0].as_str())
+        .expect("small");
+    let big = sections
+        .iter()
+        .find(|s| s["account"] == accounts[1].as_str())
+        .expect("big");
+    assert_eq!(
+        small["plan"]["summary"]["delete_access_key"], 1,
+        "{small:#}"
+    );
+    let errors = big["plan"]["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{big:#}");
+    assert_eq!(errors[0]["kind"], "blast-radius");
+    assert_eq!(errors[0]["account"], accounts[1].as_str());
+    // The small account acted; nothing was written in the big one.
+    assert!(
+        org.keys(&accounts[0]).is_empty(),
+        "{:?}",
+        org.keys(&accounts[0])
+    );
+    assert_eq!(org.keys(&accounts[1]).len(), 3);
+    let writes: Vec<_> = org
+        .moto
+        .requests()
+        .into_iter()
+        .filter(|r| r.action == "DeleteAccessKey")
+        .collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].account.as_deref(), Some(accounts[0].as_str()));
+    // Each AssumeRole names the engine and its run in the session name.
+    let assumed: Vec<_> = org
+        .moto
+        .requests()
+        .into_iter()
+        .filter(|r| r.action == "AssumeRole")
+        .collect();
+    assert_eq!(assumed.len(), 2, "one AssumeRole per account: {assumed:?}");
+
+    // A wrong external id: every account fails, nothing is written.
+    org.write_policies(
+        &format!(
+            "[accounts]\nids = [\"{}\"]\nrole = \"{ROLE}\"\nexternal_id = \"wrong-id\"\n",
+            accounts[1]
+        ),
+        "",
+    );
+    org.moto.reset_calls();
+    let out = org.engine(&["apply", "policies", "--auto-approve"]);
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stdout).contains("cannot assume role"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !org.moto
+            .requests()
+            .iter()
+            .any(|r| r.action == "DeleteAccessKey")
+    );
+}

@@ -34,6 +34,10 @@ mod reload;
 #[path = "daemon/stop.rs"]
 mod stop;
 
+/// Many accounts: a scheduled run over an organization's accounts.
+#[path = "daemon/accounts.rs"]
+mod accounts;
+
 /// AWS Config events from an SQS queue, and the Config rules the daemon keeps.
 #[path = "daemon/events.rs"]
 mod events;

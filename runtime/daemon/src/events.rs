@@ -327,9 +327,12 @@ impl Consumer {
                     return;
                 };
                 for r in &applied.results {
-                    self.shared
-                        .metrics
-                        .action(&r.policy, r.action.as_str(), r.outcome);
+                    self.shared.metrics.action(
+                        r.account.as_deref().unwrap_or_default(),
+                        &r.policy,
+                        r.action.as_str(),
+                        r.outcome,
+                    );
                     tracing::info!(
                         run = applied.run,
                         policy = %r.policy,

@@ -73,15 +73,23 @@ struct PolicyLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyRuleLabels {
+    account: String,
     policy: String,
     rule: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
+    account: String,
     policy: String,
     kind: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountResultLabels {
+    account: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,6 +155,7 @@ pub struct Metrics {
     events_received: Counter,
     events: Family<OutcomeLabel, Counter>,
     config_rule_changes: Family<RuleChangeLabels, Counter>,
+    account_runs: Family<AccountResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -229,13 +238,13 @@ impl Metrics {
         let open_findings = Family::default();
         registry.register(
             "open_findings",
-            "Findings of the last run, by policy and rule; replaced as a whole after each run",
+            "Findings of the last run, by account, policy and rule; replaced as a whole after each run",
             open_findings.clone(),
         );
         let actions = Family::default();
         registry.register(
             "actions",
-            "Remediation actions by policy, kind (e.g. delete-access-key) and outcome \
+            "Remediation actions by account, policy, kind (e.g. delete-access-key) and outcome \
              (done, done-on-retry, already-gone, skipped, failed)",
             actions.clone(),
         );
@@ -307,6 +316,13 @@ impl Metrics {
             config_rule_changes.clone(),
         );
 
+        let account_runs = Family::default();
+        registry.register(
+            "account_runs",
+            "Accounts planned and carried out by scheduled runs, by account and result (ok or failed)",
+            account_runs.clone(),
+        );
+
         Metrics {
             registry,
             replace: Mutex::new(()),
@@ -328,6 +344,7 @@ impl Metrics {
             events_received,
             events,
             config_rule_changes,
+            account_runs,
         }
     }
 
@@ -376,15 +393,16 @@ impl Metrics {
         }
     }
 
-    /// Replaces the whole `engine_open_findings{policy,rule}` set with
-    /// `(policy, rule, count)` entries: label sets not listed disappear (a
-    /// policy removed by a reload, a rule with no findings left unless listed
-    /// with 0). Entries repeating a `(policy, rule)` pair are added up.
-    pub fn set_open_findings(&self, findings: &[(String, String, u64)]) {
+    /// Replaces the whole `engine_open_findings{account,policy,rule}` set
+    /// with `(account, policy, rule, count)` entries: label sets not listed
+    /// disappear (a policy removed by a reload, a rule with no findings left
+    /// unless listed with 0). Entries repeating a label set are added up.
+    pub fn set_open_findings(&self, findings: &[(String, String, String, u64)]) {
         let _guard = self.lock_replace();
         self.open_findings.clear();
-        for (policy, rule, n) in findings {
+        for (account, policy, rule, n) in findings {
             let labels = PolicyRuleLabels {
+                account: account.clone(),
                 policy: policy.clone(),
                 rule: rule.clone(),
             };
@@ -394,12 +412,13 @@ impl Metrics {
         }
     }
 
-    /// One remediation action of `policy` ended:
-    /// `engine_actions_total{policy,kind,outcome}`. `kind` is the action kind
-    /// (e.g. `delete-access-key`), `outcome` one of `done`, `done-on-retry`,
-    /// `already-gone`, `skipped`, `failed`.
-    pub fn action(&self, policy: &str, kind: &str, outcome: &str) {
+    /// One remediation action of `policy` in `account` ended:
+    /// `engine_actions_total{account,policy,kind,outcome}`. `kind` is the
+    /// action kind (e.g. `delete-access-key`), `outcome` one of `done`,
+    /// `done-on-retry`, `already-gone`, `skipped`, `failed`.
+    pub fn action(&self, account: &str, policy: &str, kind: &str, outcome: &str) {
         let labels = ActionLabels {
+            account: account.to_owned(),
             policy: policy.to_owned(),
             kind: kind.to_owned(),
             outcome: outcome.to_owned(),
@@ -491,6 +510,16 @@ impl Metrics {
         });
     }
 
+    /// One account of a scheduled run was planned and carried out (`ok`), or
+    /// failed: `engine_account_runs_total{account,result}`.
+    pub fn account_run(&self, account: &str, ok: bool) {
+        let labels = AccountResultLabels {
+            account: account.to_owned(),
+            result: if ok { "ok" } else { "failed" },
+        };
+        self.account_runs.get_or_create(&labels).inc();
+    }
+
     /// An event was received from the queue (`engine_events_received_total`).
     pub fn event_received(&self) {
         self.events_received.inc();
@@ -574,12 +603,18 @@ mod tests {
         m.ticks_skipped("rotate", 2);
         m.ticks_skipped("rotate", 0);
         m.set_open_findings(&[
-            ("rotate".into(), "cis-1.4".into(), 3),
-            ("unused".into(), "cis-1.3".into(), 0),
+            ("111111111111".into(), "rotate".into(), "cis-1.4".into(), 3),
+            ("111111111111".into(), "unused".into(), "cis-1.3".into(), 0),
         ]);
-        m.action("rotate", "delete-access-key", "done");
-        m.action("rotate", "delete-access-key", "done");
-        m.action("unused", "deactivate-access-key", "already-gone");
+        m.action("111111111111", "rotate", "delete-access-key", "done");
+        m.action("111111111111", "rotate", "delete-access-key", "done");
+        m.action(
+            "111111111111",
+            "unused",
+            "deactivate-access-key",
+            "already-gone",
+        );
+        m.account_run("111111111111", true);
         m.plugin_call("delete-expired-keys", Duration::from_micros(300));
         m.plugin_failure("delete-expired-keys", "timeout");
         m.aws_request("GetCredentialReport", "ok");
@@ -622,10 +657,11 @@ mod tests {
                 "engine_run_duration_seconds_count 2",
                 r#"engine_ticks_skipped_total{policy="rotate"} 2"#,
                 "# TYPE engine_open_findings gauge",
-                r#"engine_open_findings{policy="rotate",rule="cis-1.4"} 3"#,
-                r#"engine_open_findings{policy="unused",rule="cis-1.3"} 0"#,
-                r#"engine_actions_total{policy="rotate",kind="delete-access-key",outcome="done"} 2"#,
-                r#"engine_actions_total{policy="unused",kind="deactivate-access-key",outcome="already-gone"} 1"#,
+                r#"engine_open_findings{account="111111111111",policy="rotate",rule="cis-1.4"} 3"#,
+                r#"engine_open_findings{account="111111111111",policy="unused",rule="cis-1.3"} 0"#,
+                r#"engine_actions_total{account="111111111111",policy="rotate",kind="delete-access-key",outcome="done"} 2"#,
+                r#"engine_actions_total{account="111111111111",policy="unused",kind="deactivate-access-key",outcome="already-gone"} 1"#,
+                r#"engine_account_runs_total{account="111111111111",result="ok"} 1"#,
                 r#"engine_plugin_call_duration_seconds_bucket{plugin="delete-expired-keys",le="0.0001"} 0"#,
                 r#"engine_plugin_call_duration_seconds_bucket{plugin="delete-expired-keys",le="0.0005"} 1"#,
                 r#"engine_plugin_call_duration_seconds_bucket{plugin="delete-expired-keys",le="10"} 1"#,
@@ -692,13 +728,13 @@ mod tests {
     #[test]
     fn replaced_sets_drop_old_label_sets() {
         let m = exercised();
-        m.set_open_findings(&[("rotate".into(), "cis-1.4".into(), 1)]);
+        m.set_open_findings(&[("111111111111".into(), "rotate".into(), "cis-1.4".into(), 1)]);
         m.set_next_runs(&[("rotate".into(), at("2026-11-28T03:00:00Z"))]);
         let text = m.encode();
         assert_lines(
             &text,
             &[
-                r#"engine_open_findings{policy="rotate",rule="cis-1.4"} 1"#,
+                r#"engine_open_findings{account="111111111111",policy="rotate",rule="cis-1.4"} 1"#,
                 r#"engine_policy_next_run_timestamp_seconds{policy="rotate"} 1795834800.0"#,
             ],
         );
@@ -725,12 +761,12 @@ mod tests {
     fn repeated_findings_pairs_add_up() {
         let m = Metrics::new();
         m.set_open_findings(&[
-            ("p".into(), "cis-1.3".into(), 2),
-            ("p".into(), "cis-1.3".into(), 5),
+            ("1".into(), "p".into(), "cis-1.3".into(), 2),
+            ("1".into(), "p".into(), "cis-1.3".into(), 5),
         ]);
         assert_lines(
             &m.encode(),
-            &[r#"engine_open_findings{policy="p",rule="cis-1.3"} 7"#],
+            &[r#"engine_open_findings{account="1",policy="p",rule="cis-1.3"} 7"#],
         );
     }
 
@@ -768,6 +804,7 @@ mod tests {
             "plugin",
             "operation",
             "change",
+            "account",
             "le",
         ];
         let text = exercised().encode();

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use engine_run::execute::{self, Execution};
+use engine_run::execute;
 use engine_run::{AccountOptions, PluginObserver, Request, SourceSpec};
 use notify::Watcher;
 use serde_json::{Value, json};
@@ -153,8 +153,8 @@ struct RunReport {
     run: Option<i64>,
     ok: bool,
     error: Option<String>,
-    /// Per policy: (rule, findings).
-    findings: BTreeMap<String, (String, usize)>,
+    /// Per (account, policy): (rule, findings).
+    findings: BTreeMap<(String, String), (String, usize)>,
     results: Vec<execute::ActionResult>,
 }
 
@@ -174,8 +174,8 @@ struct Daemon {
     started_at: DateTime<Utc>,
     last_reload: Reload,
     last_runs: BTreeMap<String, LastRun>,
-    /// Per (policy): its open findings by rule, from its last run.
-    open_findings: BTreeMap<String, (String, usize)>,
+    /// Per (account, policy): its open findings by rule, from its last run.
+    open_findings: BTreeMap<(String, String), (String, usize)>,
     /// Per policy: skipped ticks already counted in the metrics.
     skipped_seen: BTreeMap<String, u64>,
     /// Per policy: runs, skipped and collapsed ticks since start (the
@@ -561,9 +561,12 @@ impl Daemon {
             self.runs_failed += 1;
         }
         for r in &report.results {
-            self.shared
-                .metrics
-                .action(&r.policy, r.action.as_str(), r.outcome);
+            self.shared.metrics.action(
+                r.account.as_deref().unwrap_or_default(),
+                &r.policy,
+                r.action.as_str(),
+                r.outcome,
+            );
         }
         // A policy a reload removed during the run is not shown again.
         let current = self.config.policy_names();
@@ -583,7 +586,12 @@ impl Daemon {
             for r in report.results.iter().filter(|r| &r.policy == policy) {
                 *actions.entry(r.outcome).or_insert(0) += 1;
             }
-            let findings = report.findings.get(policy).map(|(_, n)| *n).unwrap_or(0);
+            let findings = report
+                .findings
+                .iter()
+                .filter(|((_, p), _)| p == policy)
+                .map(|(_, (_, n))| *n)
+                .sum();
             self.last_runs.insert(
                 policy.clone(),
                 LastRun {
@@ -597,8 +605,12 @@ impl Daemon {
                 },
             );
         }
-        for (policy, found) in &report.findings {
-            self.open_findings.insert(policy.clone(), found.clone());
+        // The run's policies' findings replace theirs, in every account (an
+        // account no longer covered drops out).
+        self.open_findings
+            .retain(|(_, p), _| !report.policies.contains(p));
+        for (key, found) in &report.findings {
+            self.open_findings.insert(key.clone(), found.clone());
         }
         self.publish_findings();
         let secs = duration.as_secs_f64();
@@ -616,11 +628,11 @@ impl Daemon {
 
     fn publish_findings(&self) {
         let names = self.config.policy_names();
-        let open: Vec<(String, String, u64)> = self
+        let open: Vec<(String, String, String, u64)> = self
             .open_findings
             .iter()
-            .filter(|(p, _)| names.contains(&p.as_str()))
-            .map(|(p, (rule, n))| (p.clone(), rule.clone(), *n as u64))
+            .filter(|((_, p), _)| names.contains(&p.as_str()))
+            .map(|((a, p), (rule, n))| (a.clone(), p.clone(), rule.clone(), *n as u64))
             .collect();
         self.shared.metrics.set_open_findings(&open);
     }
@@ -659,7 +671,7 @@ impl Daemon {
                 self.shared.metrics.retain_policies(&names);
                 self.last_runs.retain(|p, _| names.contains(p));
                 self.counts.retain(|p, _| names.contains(p));
-                self.open_findings.retain(|p, _| names.contains(p));
+                self.open_findings.retain(|(_, p), _| names.contains(p));
                 self.publish_findings();
                 self.last_reload = Reload {
                     at,
@@ -869,6 +881,9 @@ async fn config_rules(
     done.entries
 }
 
+/// One account of a run: its id, and its plan or why it has none.
+type AccountPlan = (String, Result<engine_run::Prepared, String>);
+
 /// One scheduled run: snapshot, plan, journaled execution of the due
 /// policies, as `engine apply --auto-approve` would.
 async fn scheduled_run(ctx: RunContext) -> RunReport {
@@ -893,107 +908,193 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
         }
     };
     let set = ctx.config.subset(&ctx.due);
-    let source = SourceSpec::Account(ctx.account.clone());
     let observer = PluginMetrics(ctx.shared.clone());
     let target = ctx.config.dir.display().to_string();
-    let prepared = tokio::select! {
-        p = engine_run::prepare(Request {
-            set: &set,
-            plugins: &ctx.config.plugins,
-            dir: &ctx.config.dir,
-            source: &source,
-            now: Utc::now(),
-            what_if: false,
-            observer: Some(&observer),
-        }) => p,
-        _ = ctx.stop.cancelled() => Err("stopped before the plan was made: nothing was done".to_string()),
+    let request = Request {
+        set: &set,
+        plugins: &ctx.config.plugins,
+        dir: &ctx.config.dir,
+        source: &SourceSpec::Account(ctx.account.clone()),
+        now: Utc::now(),
+        what_if: false,
+        observer: Some(&observer),
     };
-    let prepared = match prepared {
+    // One account, or every account of `[accounts]`: each its own plan.
+    let planned: Result<(Vec<AccountPlan>, String), String> = match set.accounts.clone() {
+        None => tokio::select! {
+            p = engine_run::prepare(request) => p.map(|p| {
+                let account = p.doc.source.account.clone().unwrap_or_default();
+                let json = serde_json::to_string(&p.doc).unwrap_or_default();
+                (vec![(account, Ok(p))], json)
+            }),
+            _ = ctx.stop.cancelled() => Err("stopped before the plan was made: nothing was done".to_string()),
+        },
+        Some(settings) => {
+            let now = request.now;
+            tokio::select! {
+                p = engine_run::prepare_accounts(
+                    request,
+                    &settings,
+                    &ctx.account,
+                    usize::from(ctx.account.account_concurrency),
+                    COMMAND,
+                ) => p.map(|p| {
+                    let sections = p
+                        .accounts
+                        .iter()
+                        .map(|a| engine_run::document::AccountSection {
+                            account: a.target.id.clone(),
+                            name: a.target.name.clone(),
+                            role_arn: a.target.role_arn.clone(),
+                            error: a.result.as_ref().err().cloned(),
+                            plan: a.result.as_ref().ok().map(|p| p.doc.clone()),
+                        })
+                        .collect();
+                    let doc = engine_run::document::AccountsDocument::from_parts(
+                        now,
+                        &p.identity,
+                        &settings.role,
+                        sections,
+                        &p.skipped,
+                    );
+                    let json = serde_json::to_string(&doc).unwrap_or_default();
+                    let accounts = p
+                        .accounts
+                        .into_iter()
+                        .map(|a| (a.target.id, a.result))
+                        .collect();
+                    (accounts, json)
+                }),
+                _ = ctx.stop.cancelled() => Err("stopped before the plan was made: nothing was done".to_string()),
+            }
+        }
+    };
+    let (accounts, plan_json) = match planned {
         Ok(p) => p,
         Err(e) => {
             if !ctx.stop.is_cancelled() {
                 ctx.shared.aws_ok.store(false, Ordering::SeqCst);
             }
-            report.run =
-                engine_run::journal_failed_run(&ctx.state, ctx.retention, COMMAND, &target, &e);
+            report.run = engine_run::journal_failed_run(
+                &ctx.state,
+                ctx.retention,
+                None,
+                COMMAND,
+                &target,
+                &e,
+            );
             report.error = Some(e);
             report.finished_at = Utc::now();
             return report;
         }
     };
     ctx.shared.aws_ok.store(true, Ordering::SeqCst);
-    for p in &prepared.plan.policies {
-        report.findings.insert(
-            p.policy.clone(),
-            (p.rule.as_str().to_string(), p.findings.len()),
-        );
-    }
-    match serde_json::to_string(&prepared.doc) {
-        Ok(json) => ctx.shared.set_plan(json),
-        Err(e) => tracing::warn!("the plan cannot be shown on /v1/plan: {e}"),
-    }
-    let Some(account) = prepared.snapshot.account.as_ref() else {
-        report.error = Some("the snapshot has no account".into());
-        report.finished_at = Utc::now();
-        return report;
-    };
-    let journal = match engine_run::open_journal(&ctx.state, ctx.retention) {
-        Ok(j) => j,
-        Err(e) => {
-            report.error = Some(format!("cannot open the journal, nothing was done: {e}"));
-            report.finished_at = Utc::now();
-            return report;
+    ctx.shared.set_plan(plan_json);
+    let mut errors = Vec::new();
+    let mut work = Vec::new();
+    for (account, result) in &accounts {
+        match result {
+            Ok(p) => {
+                for pp in &p.plan.policies {
+                    report.findings.insert(
+                        (account.clone(), pp.policy.clone()),
+                        (pp.rule.as_str().to_string(), pp.findings.len()),
+                    );
+                }
+                if p.doc.summary.failed_policies > 0 {
+                    errors.push(format!(
+                        "{}{} policies failed: {}",
+                        if accounts.len() > 1 {
+                            format!("account {account}: ")
+                        } else {
+                            String::new()
+                        },
+                        p.doc.summary.failed_policies,
+                        p.doc
+                            .errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.policy, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+                if let Some(live) = &p.snapshot.account {
+                    work.push(engine_run::accounts::AccountWork {
+                        account,
+                        doc: &p.doc,
+                        plan: &p.plan,
+                        aws: &live.aws,
+                        own: &live.own,
+                    });
+                }
+            }
+            Err(e) => {
+                ctx.shared.metrics.account_run(account, false);
+                engine_run::journal_failed_run(
+                    &ctx.state,
+                    ctx.retention,
+                    Some(account),
+                    COMMAND,
+                    &target,
+                    e,
+                );
+                errors.push(format!("account {account}: {e}"));
+            }
         }
-    };
-    let exec = Execution {
-        aws: &account.aws,
-        own: &account.own,
-        concurrency: usize::from(ctx.account.concurrency),
-        cancel: ctx.stop.clone(),
-    };
-    match execute::apply(
-        journal,
-        COMMAND,
-        &target,
-        &prepared.doc,
-        &prepared.plan,
-        None,
-        &exec,
+    }
+    let applied = engine_run::accounts::execute_all(
+        &work,
+        &engine_run::accounts::ExecuteAccounts {
+            state: &ctx.state,
+            retention: ctx.retention,
+            command: COMMAND,
+            target: &target,
+            claim: None,
+            accounts_at_once: usize::from(ctx.account.account_concurrency),
+            per_account: usize::from(ctx.account.concurrency),
+            cancel: ctx.stop.clone(),
+        },
     )
-    .await
-    {
-        Ok(applied) => {
-            report.run = Some(applied.run);
-            report.ok = applied.status == engine_journal::RunStatus::Ok;
-            if prepared.doc.summary.failed_policies > 0 {
-                report.error = Some(format!(
-                    "{} policies failed: {}",
-                    prepared.doc.summary.failed_policies,
-                    prepared
-                        .doc
-                        .errors
-                        .iter()
-                        .map(|e| format!("{}: {}", e.policy, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ));
+    .await;
+    let mut all_ok = errors.is_empty();
+    let mut stopped = 0;
+    for a in applied {
+        match a.result {
+            Ok(run) => {
+                let ok = run.status == engine_journal::RunStatus::Ok;
+                all_ok &= ok;
+                if accounts.len() > 1 {
+                    ctx.shared.metrics.account_run(&a.account, ok);
+                }
+                report.run.get_or_insert(run.run);
+                stopped += run
+                    .results
+                    .iter()
+                    .filter(|r| r.detail == execute::STOPPING)
+                    .count();
+                report.results.extend(run.results);
             }
-            let stopped = applied
-                .results
-                .iter()
-                .filter(|r| r.detail == execute::STOPPING)
-                .count();
-            if stopped > 0 && report.error.is_none() {
-                report.error = Some(format!(
-                    "stopped: {stopped} actions not started (journaled as skipped)"
-                ));
+            Err(e) => {
+                all_ok = false;
+                if accounts.len() > 1 {
+                    ctx.shared.metrics.account_run(&a.account, false);
+                }
+                errors.push(format!("account {}: {e}", a.account));
             }
-            report.results = applied.results;
         }
-        Err(e) => report.error = Some(e),
+    }
+    report.ok = all_ok;
+    if stopped > 0 {
+        errors.push(format!(
+            "stopped: {stopped} actions not started (journaled as skipped)"
+        ));
+    }
+    if !errors.is_empty() {
+        report.error = Some(errors.join("; "));
     }
     // The AWS Config rules of the whole directory (drift repaired), as
-    // `engine apply DIR` does after the credentials.
+    // `engine apply DIR` does after the credentials: in the engine's own
+    // account (a single-account plan shows them).
     if !ctx.stop.is_cancelled() {
         let entries = config_rules(
             &ctx.config,
@@ -1003,8 +1104,8 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
             &ctx.shared,
         )
         .await;
-        if !entries.is_empty() {
-            let mut doc = prepared.doc.clone();
+        if let (false, [(_, Ok(p))]) = (entries.is_empty(), accounts.as_slice()) {
+            let mut doc = p.doc.clone();
             doc.config_rules = entries;
             if let Ok(json) = serde_json::to_string(&doc) {
                 ctx.shared.set_plan(json);

@@ -170,7 +170,7 @@ fn metrics_are_prometheus_text() {
     server
         .shared
         .metrics
-        .action("rotate", "delete-access-key", "done");
+        .action("123456789012", "rotate", "delete-access-key", "done");
     let a = get(&server, "/metrics", None);
     assert_eq!(a.status, 200);
     assert_eq!(
@@ -181,7 +181,7 @@ fn metrics_are_prometheus_text() {
     for line in [
         r#"engine_build_info{version="9.9.9"} 1"#,
         r#"engine_runs_total{result="ok"} 1"#,
-        r#"engine_actions_total{policy="rotate",kind="delete-access-key",outcome="done"} 1"#,
+        r#"engine_actions_total{account="123456789012",policy="rotate",kind="delete-access-key",outcome="done"} 1"#,
         "engine_run_duration_seconds_count 1",
     ] {
         assert!(lines.contains(&line), "missing {line:?} in\n{}", a.body);

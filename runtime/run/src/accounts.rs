@@ -139,7 +139,6 @@ pub async fn execute_all(
     work: &[AccountWork<'_>],
     how: &ExecuteAccounts<'_>,
 ) -> Vec<AccountApplied> {
-    use futures_util::stream::{self, StreamExt};
     let mut out = Vec::with_capacity(work.len());
     let mut rest = work;
     if let (Some(mac), Some((first, others))) = (how.claim, work.split_first()) {
@@ -156,13 +155,19 @@ pub async fn execute_all(
         }
         rest = others;
     }
-    let more: Vec<AccountApplied> = stream::iter(rest.iter())
-        .map(|w| apply_one(w, how, None))
-        .buffered(how.accounts_at_once.max(1))
-        .collect()
-        .await;
-    out.extend(more);
+    let permits = tokio::sync::Semaphore::new(how.accounts_at_once.max(1));
+    let mut pending = Vec::with_capacity(rest.len());
+    for w in rest {
+        pending.push(bounded(&permits, apply_one(w, how, None)));
+    }
+    out.extend(futures_util::future::join_all(pending).await);
     out
+}
+
+/// Run `f` once one of `permits` is free: at most that many at once.
+pub(crate) async fn bounded<T>(permits: &tokio::sync::Semaphore, f: impl Future<Output = T>) -> T {
+    let _permit = permits.acquire().await;
+    f.await
 }
 
 async fn apply_one(

@@ -235,7 +235,7 @@ async fn run(
             let run = if ctx.dry_run {
                 None
             } else {
-                crate::journal_failed_run(ctx.state, ctx.retention, COMMAND, &target, &error)
+                crate::journal_failed_run(ctx.state, ctx.retention, None, COMMAND, &target, &error)
             };
             return Err(EventFailure { run, error });
         }

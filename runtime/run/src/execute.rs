@@ -114,11 +114,14 @@ pub async fn apply(
     let policy_failed = doc.summary.failed_policies > 0;
     let targets = targets(plan);
     let journal = Arc::new(Mutex::new(journal));
-    let results = if targets.is_empty() {
+    let mut results = if targets.is_empty() {
         Vec::new()
     } else {
         execute_all(exec, &journal, run, &targets).await
     };
+    for r in &mut results {
+        r.account.clone_from(&doc.source.account);
+    }
     let failed = results.iter().filter(|r| r.outcome == "failed").count();
     let stopped = results.iter().any(|r| r.detail == STOPPING);
     let status = if failed > 0 || policy_failed || stopped {
@@ -147,6 +150,9 @@ pub async fn apply(
 /// The result of one planned action.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionResult {
+    /// The account of the credential (a live account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub policy: String,
     pub action: ActionKind,
     pub user: String,
@@ -215,6 +221,7 @@ pub fn targets(plan: &Plan) -> Vec<Target> {
 
 fn result(a: &PlannedAction, outcome: Outcome, detail: String) -> ActionResult {
     ActionResult {
+        account: None,
         policy: a.policy.clone(),
         action: a.action,
         user: a.user.clone(),

@@ -70,12 +70,13 @@ pub fn open_journal(
 pub fn journal_failed_run(
     state: &Path,
     retention: Duration,
+    account: Option<&str>,
     command: &str,
     target: &str,
     error: &str,
 ) -> Option<i64> {
     let recorded = open_journal(state, retention).and_then(|mut j| {
-        let run = j.start_run(command, target, &[])?;
+        let run = j.start_account_run(account, command, target, &[])?;
         let summary = serde_json::json!({ "actions": 0, "error": error }).to_string();
         j.finish_run(run, engine_journal::RunStatus::Failed, &summary)?;
         Ok(run)

@@ -45,8 +45,10 @@ pub struct AccountOptions {
     pub region: Option<String>,
     /// Reuse the account's credential report if it is younger than this.
     pub report_max_age: std::time::Duration,
-    /// AWS calls in flight at once (key lookups, re-checks, writes).
+    /// AWS calls in flight at once (key lookups, re-checks, writes), per account.
     pub concurrency: u16,
+    /// Accounts planned and carried out at once, with an `[accounts]` table.
+    pub account_concurrency: u16,
     /// Attempts per AWS call, the first included.
     pub max_attempts: u32,
     /// Show the credential report's progress on a terminal stderr (the

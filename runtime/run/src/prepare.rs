@@ -119,7 +119,6 @@ pub async fn prepare_accounts(
     concurrency: usize,
     command: &str,
 ) -> Result<AccountsPrepared, String> {
-    use futures_util::stream::{self, StreamExt};
     let base = live::connect(args).await?;
     let identity = base
         .identity()
@@ -139,39 +138,51 @@ pub async fn prepare_accounts(
     let req = &req;
     let base = &base;
     let session = session.as_str();
-    let mut done: Vec<(usize, AccountPrepared)> = stream::iter(targets.into_iter().enumerate())
-        .map(|(i, target)| async move {
-            let result = async {
-                let aws = accounts::connect(&target, base, settings, session, args.observer.clone())
-                    .await?;
-                let assumed = target.role_arn.is_some();
-                let snapshot = live::live(req.set, aws, req.now, args, assumed).await?;
-                let answered = snapshot
-                    .account
-                    .as_ref()
-                    .map(|a| a.identity.account.clone())
-                    .unwrap_or_default();
-                if answered != target.id {
-                    return Err(format!(
-                        "the credentials for account {} answered as account {answered}; nothing was planned there",
-                        target.id
-                    ));
-                }
-                Ok(plan_snapshot(req, snapshot))
-            }
-            .await;
-            if let Err(e) = &result {
-                tracing::error!(account = %target.id, "account failed: {e}");
-            }
-            (i, AccountPrepared { target, result })
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    done.sort_by_key(|(i, _)| *i);
+    let permits = tokio::sync::Semaphore::new(concurrency.max(1));
+    let mut pending = Vec::with_capacity(targets.len());
+    for target in targets {
+        pending.push(accounts::bounded(
+            &permits,
+            prepare_account(req, target, base, settings, session, args),
+        ));
+    }
+    let done = futures_util::future::join_all(pending).await;
     Ok(AccountsPrepared {
-        accounts: done.into_iter().map(|(_, a)| a).collect(),
+        accounts: done,
         skipped,
         identity,
     })
+}
+
+/// One account of [`prepare_accounts`]: reach it, take its snapshot, plan.
+async fn prepare_account(
+    req: &Request<'_>,
+    target: AccountTarget,
+    base: &engine_aws::Aws,
+    settings: &engine_core::policy::AccountsSettings,
+    session: &str,
+    args: &live::AccountOptions,
+) -> AccountPrepared {
+    let result = async {
+        let aws = accounts::connect(&target, base, settings, session, args.observer.clone()).await?;
+        let assumed = target.role_arn.is_some();
+        let snapshot = live::live(req.set, aws, req.now, args, assumed).await?;
+        let answered = snapshot
+            .account
+            .as_ref()
+            .map(|a| a.identity.account.clone())
+            .unwrap_or_default();
+        if answered != target.id {
+            return Err(format!(
+                "the credentials for account {} answered as account {answered}; nothing was planned there",
+                target.id
+            ));
+        }
+        Ok(plan_snapshot(req, snapshot))
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::error!(account = %target.id, "account failed: {e}");
+    }
+    AccountPrepared { target, result }
 }

@@ -218,6 +218,7 @@ fn an_event_acts_on_that_user_only_and_what_is_not_for_it_is_deleted() {
         m.get(
             "engine_actions_total",
             &[
+                ("account", "123456789012"),
                 ("policy", "rotate"),
                 ("kind", "delete-access-key"),
                 ("outcome", "done")

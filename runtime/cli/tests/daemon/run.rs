@@ -109,6 +109,7 @@ fn the_first_scheduled_run_does_exactly_its_plan_and_the_metrics_count_it() {
         metrics.get(
             "engine_actions_total",
             &[
+                ("account", "123456789012"),
                 ("policy", "rotate"),
                 ("kind", "delete-access-key"),
                 ("outcome", "done")
@@ -161,7 +162,11 @@ fn the_first_scheduled_run_does_exactly_its_plan_and_the_metrics_count_it() {
         metrics
             .get(
                 "engine_open_findings",
-                &[("policy", "rotate"), ("rule", "cis-1.4")]
+                &[
+                    ("account", "123456789012"),
+                    ("policy", "rotate"),
+                    ("rule", "cis-1.4")
+                ]
             )
             .is_some(),
         "{}",
@@ -451,7 +456,11 @@ fn a_report_policy_only_plans() {
     assert_eq!(
         metrics.get(
             "engine_open_findings",
-            &[("policy", "audit"), ("rule", "cis-1.4")]
+            &[
+                ("account", "123456789012"),
+                ("policy", "audit"),
+                ("rule", "cis-1.4")
+            ]
         ),
         Some(2.0),
         "{}",
