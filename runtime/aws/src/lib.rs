@@ -226,6 +226,12 @@ impl Aws {
         })
     }
 
+    /// The SDK configuration of this connection (credentials, region,
+    /// retries), for the engine's other adapters (Security Hub).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
     /// The region in use.
     pub fn region(&self) -> Option<&str> {
         self.config.region().map(|r| r.as_ref())

@@ -29,9 +29,17 @@ struct Planned {
     result: Result<(Plan, Document, engine_aws::Aws, engine_core::snapshot::Own), String>,
 }
 
-fn planned(
-    prepared: AccountsPrepared,
-) -> (Vec<Planned>, engine_aws::Identity, Vec<(String, String)>) {
+/// A run over many accounts, planned: each account, who the engine is, its
+/// own connection, the accounts left out.
+struct PlannedRun {
+    accounts: Vec<Planned>,
+    identity: engine_aws::Identity,
+    base: engine_aws::Aws,
+    skipped: Vec<(String, String)>,
+    now: chrono::DateTime<Utc>,
+}
+
+fn planned(prepared: AccountsPrepared, now: chrono::DateTime<Utc>) -> PlannedRun {
     let accounts = prepared
         .accounts
         .into_iter()
@@ -46,7 +54,13 @@ fn planned(
             }),
         })
         .collect();
-    (accounts, prepared.identity, prepared.skipped)
+    PlannedRun {
+        accounts,
+        identity: prepared.identity,
+        base: prepared.base,
+        skipped: prepared.skipped,
+        now,
+    }
 }
 
 /// The document of a run over many accounts.
@@ -104,15 +118,7 @@ async fn prepare(
     account: &crate::AccountArgs,
     now: Option<chrono::DateTime<Utc>>,
     command: &str,
-) -> Result<
-    (
-        Vec<Planned>,
-        engine_aws::Identity,
-        Vec<(String, String)>,
-        chrono::DateTime<Utc>,
-    ),
-    String,
-> {
+) -> Result<PlannedRun, String> {
     let opts = account.options();
     let at = now.unwrap_or_else(Utc::now);
     let source = SourceSpec::Account(opts.clone());
@@ -132,8 +138,7 @@ async fn prepare(
         command,
     )
     .await?;
-    let (accounts, identity, skipped) = planned(prepared);
-    Ok((accounts, identity, skipped, at))
+    Ok(planned(prepared, at))
 }
 
 /// `engine check DIR` when DIR names many accounts.
@@ -144,7 +149,13 @@ pub async fn check(
     settings: &AccountsSettings,
 ) -> u8 {
     let t = engine_core::text::for_terminal;
-    let (accounts, identity, skipped, now) = match prepare(
+    let PlannedRun {
+        accounts,
+        identity,
+        skipped,
+        now,
+        ..
+    } = match prepare(
         &args.dir,
         set,
         plugins,
@@ -204,6 +215,9 @@ struct AccountsApplyReport<'a> {
     skipped: usize,
     failed: usize,
     failed_accounts: usize,
+    /// What was exported to Security Hub, per account (with `[security_hub]`).
+    #[serde(skip_serializing_if = "<[engine_run::securityhub::Exported]>::is_empty")]
+    security_hub: &'a [engine_run::securityhub::Exported],
 }
 
 #[derive(Serialize)]
@@ -224,7 +238,7 @@ pub async fn apply(
     settings: &AccountsSettings,
 ) -> u8 {
     let t = engine_core::text::for_terminal;
-    let (accounts, identity, skipped, now) = match prepare(
+    let run = match prepare(
         &args.target,
         set,
         plugins,
@@ -241,17 +255,25 @@ pub async fn apply(
             return exit::ERROR;
         }
     };
-    let doc = document(now, &accounts, &identity, &skipped, &settings.role);
-    carry_out(args, &doc, &accounts, None).await
+    let doc = document(
+        run.now,
+        &run.accounts,
+        &run.identity,
+        &run.skipped,
+        &settings.role,
+    );
+    carry_out(args, &doc, &run, None, set.security_hub.as_ref()).await
 }
 
 /// Show, confirm, carry out, report: the rest of `apply` over many accounts.
 async fn carry_out(
     args: &ApplyArgs,
     doc: &AccountsDocument,
-    accounts: &[Planned],
+    run: &PlannedRun,
     sealed: Option<&str>,
+    security_hub: Option<&engine_core::policy::SecurityHubSettings>,
 ) -> u8 {
+    let accounts = &run.accounts;
     let mut journal = match args.account.state.open_journal() {
         Ok(j) => j,
         Err(e) => {
@@ -351,7 +373,41 @@ async fn carry_out(
             );
         }
     }
-    report(args, doc, accounts, &applied)
+    let exported = match security_hub {
+        Some(hub) => {
+            let empty = Vec::new();
+            let runs: Vec<engine_run::securityhub::AccountRun<'_>> = accounts
+                .iter()
+                .filter_map(|a| {
+                    let (_, d, aws, _) = a.result.as_ref().ok()?;
+                    let results = applied
+                        .iter()
+                        .find(|x| x.account == a.target.id)
+                        .and_then(|x| x.result.as_ref().ok())
+                        .map(|x| &x.results)
+                        .unwrap_or(&empty);
+                    Some(engine_run::securityhub::AccountRun {
+                        account: &a.target.id,
+                        doc: d,
+                        results,
+                        aws,
+                    })
+                })
+                .collect();
+            engine_run::securityhub::export(
+                hub,
+                &run.base,
+                &run.identity.account,
+                &runs,
+                &args.account.state.state,
+                Utc::now(),
+                None,
+            )
+            .await
+        }
+        None => Vec::new(),
+    };
+    report(args, doc, accounts, &applied, &exported)
 }
 
 fn report(
@@ -359,6 +415,7 @@ fn report(
     doc: &AccountsDocument,
     accounts: &[Planned],
     applied: &[AccountApplied],
+    exported: &[engine_run::securityhub::Exported],
 ) -> u8 {
     let t = engine_core::text::for_terminal;
     let mut rows = Vec::new();
@@ -399,6 +456,7 @@ fn report(
         failed: count("failed"),
         failed_accounts,
         accounts: rows,
+        security_hub: exported,
     };
     let mut stdout = std::io::stdout().lock();
     let printed = if args.format == Format::Json {
@@ -413,6 +471,7 @@ fn report(
                 }
                 apply::write_results(&mut stdout, &r.results)?;
             }
+            apply::write_exported(&mut stdout, exported)?;
             writeln!(
                 stdout,
                 "\nApplied in {} accounts ({} failed): {} done, {} done on retry, {} already gone, {} skipped, {} failed.",
@@ -431,7 +490,10 @@ fn report(
     {
         eprintln!("error: cannot write output: {e}");
     }
-    if failed_accounts == 0 && out.failed == 0 {
+    let export_failed = exported
+        .iter()
+        .any(|e| e.error.is_some() || !e.failed.is_empty());
+    if failed_accounts == 0 && out.failed == 0 && !export_failed {
         exit::CLEAN
     } else {
         exit::ERROR
@@ -446,7 +508,7 @@ fn report(
 pub async fn apply_saved(args: &ApplyArgs, doc: AccountsDocument) -> u8 {
     let shown = args.target.display().to_string();
     let loaded = load_saved(args, &doc, &shown).await;
-    let accounts = match loaded {
+    let (accounts, set, base) = match loaded {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {}", engine_core::text::for_terminal(&e));
@@ -466,14 +528,28 @@ pub async fn apply_saved(args: &ApplyArgs, doc: AccountsDocument) -> u8 {
         .map(|s| (s.account.clone(), s.reason.clone()))
         .collect();
     let shown_doc = document(doc.now, &accounts, &identity, &skipped, &doc.role);
-    carry_out(args, &shown_doc, &accounts, mac.as_deref()).await
+    let run = PlannedRun {
+        accounts,
+        identity,
+        base,
+        skipped,
+        now: doc.now,
+    };
+    carry_out(
+        args,
+        &shown_doc,
+        &run,
+        mac.as_deref(),
+        set.security_hub.as_ref(),
+    )
+    .await
 }
 
 async fn load_saved(
     args: &ApplyArgs,
     doc: &AccountsDocument,
     shown: &str,
-) -> Result<Vec<Planned>, String> {
+) -> Result<(Vec<Planned>, PolicySet, engine_aws::Aws), String> {
     let refuse = |why: String| format!("plan {shown} refused, nothing will be done: {why}");
     saved::verify(doc, &args.account.state.state).map_err(refuse)?;
     let age = Utc::now().signed_duration_since(doc.now);
@@ -599,5 +675,5 @@ async fn load_saved(
         .await;
         out.push(Planned { target, result });
     }
-    Ok(out)
+    Ok((out, set, base))
 }

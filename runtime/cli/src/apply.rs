@@ -31,6 +31,9 @@ struct ApplyReport<'a> {
     /// What each AWS Config rule write did.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     config_rules: Vec<RuleResult>,
+    /// What was exported to Security Hub (with `[security_hub]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    security_hub: Vec<engine_run::securityhub::Exported>,
     done: usize,
     done_on_retry: usize,
     already_gone: usize,
@@ -66,19 +69,34 @@ pub async fn run(args: &ApplyArgs) -> u8 {
                 return exit::ERROR;
             }
         }
-    } else if args.user.is_none() {
-        let (set, plugins) = match check::load(&args.target) {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
-        if let Some(settings) = set.accounts.clone() {
-            return crate::accounts::apply(args, &set, &plugins, &settings).await;
-        }
     }
+    let loaded_set = if saved {
+        None
+    } else {
+        match check::load(&args.target) {
+            Ok(l) => Some(l),
+            Err(code) => return code,
+        }
+    };
+    if let Some((set, plugins)) = &loaded_set
+        && args.user.is_none()
+        && let Some(settings) = set.accounts.clone()
+    {
+        return crate::accounts::apply(args, set, plugins, &settings).await;
+    }
+    // Security Hub: whole-account runs only (one user's run would make
+    // every other finding look resolved).
+    let mut security_hub = loaded_set
+        .as_ref()
+        .and_then(|(set, _)| set.security_hub.clone())
+        .filter(|_| args.user.is_none());
     let loaded = if saved {
         load_saved(&args.target, args)
             .await
-            .map(|(plan, doc, aws, own, sealed)| (plan, doc, aws, own, sealed, None))
+            .map(|(plan, doc, aws, own, sealed, hub)| {
+                security_hub = hub;
+                (plan, doc, aws, own, sealed, None)
+            })
             .map_err(|e| {
                 eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
                 exit::ERROR
@@ -89,7 +107,13 @@ pub async fn run(args: &ApplyArgs) -> u8 {
             now: None,
             account: args.account.clone(),
         };
-        match check::prepare(&args.target, &source).await {
+        let Some((set, plugins)) = loaded_set else {
+            return exit::ERROR;
+        };
+        match check::prepare_loaded(&args.target, &source, set, &plugins)
+            .await
+            .map(|(p, _, _)| p)
+        {
             Ok(Prepared {
                 plan,
                 mut doc,
@@ -163,13 +187,26 @@ pub async fn run(args: &ApplyArgs) -> u8 {
             Some(conn) => config_rules::apply(conn, &doc.config_rules, &state).await,
             None => Vec::new(),
         };
+        record_empty_run(&mut journal, &args.target, &doc);
+        let exported = export(security_hub.as_ref(), &doc, &[], &aws, args).await;
         if args.format == Format::Human {
             println!("\nNo changes to apply.");
+            let _ = write_exported(&mut std::io::stdout(), &exported);
         } else {
-            let _ = print_report(args.format, None, journal.path(), &doc, &[], &rules);
+            let _ = print_report(
+                args.format,
+                None,
+                journal.path(),
+                &doc,
+                &[],
+                &rules,
+                &exported,
+            );
         }
-        record_empty_run(&mut journal, &args.target, &doc);
-        return if policy_failed || rules.iter().any(|r| r.outcome == "failed") {
+        return if policy_failed
+            || rules.iter().any(|r| r.outcome == "failed")
+            || export_failed(&exported)
+        {
             exit::ERROR
         } else {
             exit::CLEAN
@@ -204,8 +241,17 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         };
         let failed = rules.iter().any(|r| r.outcome == "failed");
         journal_config_run(&mut journal, &target, &doc, &rules);
-        let _ = print_report(args.format, None, journal.path(), &doc, &[], &rules);
-        return if failed || policy_failed {
+        let exported = export(security_hub.as_ref(), &doc, &[], &aws, args).await;
+        let _ = print_report(
+            args.format,
+            None,
+            journal.path(),
+            &doc,
+            &[],
+            &rules,
+            &exported,
+        );
+        return if failed || policy_failed || export_failed(&exported) {
             exit::ERROR
         } else {
             exit::CLEAN
@@ -242,6 +288,7 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     {
         journal_config_run(&mut j, &target, &doc, &rules);
     }
+    let exported = export(security_hub.as_ref(), &doc, &applied.results, &aws, args).await;
     let _ = print_report(
         args.format,
         Some(applied.run),
@@ -249,8 +296,12 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         &doc,
         &applied.results,
         &rules,
+        &exported,
     );
-    if status == engine_journal::RunStatus::Ok && !rules.iter().any(|r| r.outcome == "failed") {
+    if status == engine_journal::RunStatus::Ok
+        && !rules.iter().any(|r| r.outcome == "failed")
+        && !export_failed(&exported)
+    {
         exit::CLEAN
     } else {
         exit::ERROR
@@ -279,10 +330,21 @@ fn read_accounts_plan(
 /// actions are then re-derived against the current policies and identity.
 /// The last element is the plan's seal, which the journal claims so that it
 /// is applied at most once.
+#[allow(clippy::type_complexity)]
 async fn load_saved(
     path: &Path,
     args: &ApplyArgs,
-) -> Result<(Plan, Document, Aws, Own, Option<String>), String> {
+) -> Result<
+    (
+        Plan,
+        Document,
+        Aws,
+        Own,
+        Option<String>,
+        Option<engine_core::policy::SecurityHubSettings>,
+    ),
+    String,
+> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read plan {shown}: {e}"))?;
     let doc: Document = serde_json::from_slice(&bytes)
@@ -345,7 +407,7 @@ async fn load_saved(
     source.identity = Some(identity.arn);
     let sealed = doc.mac.clone();
     let doc = Document::new(&plan, source);
-    Ok((plan, doc, aws, own, sealed))
+    Ok((plan, doc, aws, own, sealed, set.security_hub.clone()))
 }
 
 pub(crate) fn confirm(n: usize) -> Result<bool, String> {
@@ -439,6 +501,36 @@ pub(crate) fn take_over_unfinished(
     Ok(())
 }
 
+/// What was exported to Security Hub, one line per account.
+pub(crate) fn write_exported(
+    out: &mut dyn Write,
+    exported: &[engine_run::securityhub::Exported],
+) -> std::io::Result<()> {
+    let t = engine_core::text::for_terminal;
+    for e in exported {
+        writeln!(
+            out,
+            "Security Hub, account {}: {} findings imported, {} resolved{}{}",
+            t(&e.account),
+            e.imported,
+            e.resolved,
+            if e.failed.is_empty() {
+                String::new()
+            } else {
+                format!(", {} refused", e.failed.len())
+            },
+            e.error
+                .as_deref()
+                .map(|err| format!("; error: {}", t(err)))
+                .unwrap_or_default()
+        )?;
+        for (id, why) in &e.failed {
+            writeln!(out, "  refused {}: {}", t(id), t(why))?;
+        }
+    }
+    Ok(())
+}
+
 /// One line per action result.
 pub(crate) fn write_results(out: &mut dyn Write, results: &[ActionResult]) -> std::io::Result<()> {
     // User names and key ids come from the plan, details from AWS errors.
@@ -468,6 +560,42 @@ pub(crate) fn write_results(out: &mut dyn Write, results: &[ActionResult]) -> st
     Ok(())
 }
 
+/// Export the findings of a whole-account run to Security Hub, when the
+/// policies say so (`security_hub`); nothing otherwise.
+async fn export(
+    security_hub: Option<&engine_core::policy::SecurityHubSettings>,
+    doc: &Document,
+    results: &[ActionResult],
+    aws: &Aws,
+    args: &ApplyArgs,
+) -> Vec<engine_run::securityhub::Exported> {
+    let (Some(hub), Some(account)) = (security_hub, doc.source.account.as_deref()) else {
+        return Vec::new();
+    };
+    let runs = [engine_run::securityhub::AccountRun {
+        account,
+        doc,
+        results,
+        aws,
+    }];
+    engine_run::securityhub::export(
+        hub,
+        aws,
+        account,
+        &runs,
+        &args.account.state.state,
+        Utc::now(),
+        None,
+    )
+    .await
+}
+
+fn export_failed(exported: &[engine_run::securityhub::Exported]) -> bool {
+    exported
+        .iter()
+        .any(|e| e.error.is_some() || !e.failed.is_empty())
+}
+
 pub(crate) fn print_report(
     format: Format,
     run: Option<i64>,
@@ -475,6 +603,7 @@ pub(crate) fn print_report(
     doc: &Document,
     results: &[ActionResult],
     rules: &[RuleResult],
+    exported: &[engine_run::securityhub::Exported],
 ) -> std::io::Result<()> {
     let count = |o: &str| results.iter().filter(|r| r.outcome == o).count();
     let report = ApplyReport {
@@ -483,6 +612,7 @@ pub(crate) fn print_report(
         plan: doc,
         results: results.to_vec(),
         config_rules: rules.to_vec(),
+        security_hub: exported.to_vec(),
         done: count("done"),
         done_on_retry: count("done-on-retry"),
         already_gone: count("already-gone"),
@@ -521,6 +651,7 @@ pub(crate) fn print_report(
             n("failed")
         )?;
     }
+    write_exported(&mut out, exported)?;
     if run.is_none() && results.is_empty() {
         return Ok(());
     }

@@ -12,12 +12,6 @@ use engine_run::{Plugins, Prepared, Request, SourceSpec, saved};
 use crate::render::{self, Document};
 use crate::{CheckArgs, Format, SourceArgs, exit};
 
-/// Load the policies and their plugins, take the snapshot and plan. On
-/// failure, the error has been printed and the exit code is returned.
-pub async fn prepare(dir: &Path, args: &SourceArgs) -> Result<Prepared, u8> {
-    prepare_with_set(dir, args).await.map(|(p, _, _)| p)
-}
-
 /// Load and validate the policies, and compile their plugins. On failure,
 /// the error has been printed and the exit code is returned.
 pub fn load(dir: &Path) -> Result<(engine_core::PolicySet, Plugins), u8> {
@@ -35,16 +29,8 @@ pub fn load(dir: &Path) -> Result<(engine_core::PolicySet, Plugins), u8> {
     Ok((set, plugins))
 }
 
-/// [`prepare`], also returning the policy set and the source it used.
-pub async fn prepare_with_set(
-    dir: &Path,
-    args: &SourceArgs,
-) -> Result<(Prepared, engine_core::PolicySet, SourceSpec), u8> {
-    let (set, plugins) = load(dir)?;
-    prepare_loaded(dir, args, set, &plugins).await
-}
-
-/// [`prepare_with_set`] with the policies and plugins already loaded.
+/// Take the snapshot and plan, with the policies and plugins loaded. On
+/// failure, the error has been printed and the exit code is returned.
 pub async fn prepare_loaded(
     dir: &Path,
     args: &SourceArgs,

@@ -228,6 +228,7 @@ pub async fn run(args: &HandleEventArgs) -> u8 {
                     &run.doc,
                     &applied.results,
                     &[],
+                    &[],
                 );
             }
             if ok { exit::CLEAN } else { exit::ERROR }

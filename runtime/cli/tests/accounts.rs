@@ -446,3 +446,140 @@ fn the_cap_holds_per_account_and_listed_ids_are_reached_with_the_external_id() {
             .any(|r| r.action == "DeleteAccessKey")
     );
 }
+
+/// Findings go to Security Hub with what was done; a fixed finding is
+/// resolved on the next run; an exempt one stays open.
+#[test]
+fn security_hub_gets_the_plans_findings_and_resolves_fixed_ones() {
+    for import_into in ["engine-account", "each-account"] {
+        let moto = Moto::start();
+        let own =
+            moto.seed(&[SeedUser::new("engine-bot", days_ago(900)).key(days_ago(5), None, true)]);
+        let root = moto.create_organization();
+        let mut members = Vec::new();
+        for i in 0..2 {
+            let id = moto.create_account(&format!("hub-{i}"), &root, &root);
+            moto.create_role(&id, ROLE, None);
+            let seeded = moto.seed_in(
+                &id,
+                &[
+                    SeedUser::new("stale", days_ago(900)).key(
+                        days_ago(200),
+                        Some(days_ago(1)),
+                        true,
+                    ),
+                    SeedUser::new("break-glass", days_ago(900)).key(
+                        days_ago(300),
+                        Some(days_ago(1)),
+                        true,
+                    ),
+                    SeedUser::new("fresh", days_ago(900)).key(
+                        days_ago(10),
+                        Some(days_ago(1)),
+                        true,
+                    ),
+                ],
+            );
+            members.push((id, seeded[0].keys[0].clone(), seeded[1].keys[0].clone()));
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "engine-accounts-hub-{import_into}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("policies")).expect("mkdir");
+        let org = Org {
+            moto,
+            own_key: own[0].keys[0].clone(),
+            dir,
+            members: Vec::new(),
+            broken: String::new(),
+            units: BTreeMap::new(),
+        };
+        org.write_policies(
+            &format!(
+                "[accounts]\nids = [\"{}\", \"{}\"]\nrole = \"{ROLE}\"\n\n[security_hub]\nregion = \"eu-west-1\"\nimport_into = \"{import_into}\"\n",
+                members[0].0, members[1].0
+            ),
+            "exempt_users = [\"break-glass\"]",
+        );
+        let hub = |account: &str| -> BTreeMap<String, Value> {
+            let holder = if import_into == "engine-account" {
+                MANAGEMENT
+            } else {
+                account
+            };
+            org.moto
+                .securityhub_findings(holder, "eu-west-1")
+                .into_iter()
+                .filter(|f| f["AwsAccountId"] == account)
+                .map(|f| (f["Id"].as_str().unwrap_or_default().to_string(), f))
+                .collect()
+        };
+        let first = org.engine(&["apply", "policies", "--auto-approve", "--format", "json"]);
+        assert_code(&first, 0);
+        let report: Value = serde_json::from_slice(&first.stdout).expect("JSON report");
+        assert_eq!(
+            report["security_hub"].as_array().map(Vec::len),
+            Some(2),
+            "{report:#}"
+        );
+        for (account, stale_key, exempt_key) in &members {
+            let found = hub(account);
+            assert_eq!(found.len(), 2, "{import_into}, {account}: {found:#?}");
+            let stale = &found[&format!("engine/{account}/cis-1.4/stale/{stale_key}")];
+            assert_eq!(stale["Compliance"]["Status"], "FAILED", "{stale:#}");
+            assert_eq!(stale["Compliance"]["SecurityControlId"], "IAM.3");
+            assert!(
+                stale["Compliance"]["RelatedRequirements"]
+                    .as_array()
+                    .is_some_and(|r| r
+                        .iter()
+                        .any(|x| x == "CIS AWS Foundations Benchmark v1.2.0/1.4")),
+                "{stale:#}"
+            );
+            assert_eq!(stale["ProductFields"]["engine/action"], "delete-access-key");
+            assert_eq!(stale["ProductFields"]["engine/outcome"], "done");
+            assert_eq!(stale["RecordState"], "ACTIVE");
+            let holder = if import_into == "engine-account" {
+                MANAGEMENT
+            } else {
+                account.as_str()
+            };
+            assert_eq!(
+                stale["ProductArn"],
+                format!("arn:aws:securityhub:eu-west-1:{holder}:product/{holder}/default")
+            );
+            let exempt = &found[&format!("engine/{account}/cis-1.4/break-glass/{exempt_key}")];
+            assert_eq!(exempt["ProductFields"]["engine/exempt"], "true");
+        }
+        // Fixed (the stale key was deleted): resolved on the next run.
+        let second = org.engine(&["apply", "policies", "--auto-approve", "--format", "json"]);
+        assert_code(&second, 0);
+        let report: Value = serde_json::from_slice(&second.stdout).expect("JSON report");
+        for e in report["security_hub"].as_array().into_iter().flatten() {
+            assert_eq!(
+                (e["imported"].as_u64(), e["resolved"].as_u64()),
+                (Some(1), Some(1)),
+                "{e:#}"
+            );
+        }
+        for (account, stale_key, exempt_key) in &members {
+            let found = hub(account);
+            let stale = &found[&format!("engine/{account}/cis-1.4/stale/{stale_key}")];
+            assert_eq!(stale["Compliance"]["Status"], "PASSED", "{stale:#}");
+            assert_eq!(stale["RecordState"], "ARCHIVED");
+            assert_eq!(stale["Workflow"]["Status"], "RESOLVED");
+            let exempt = &found[&format!("engine/{account}/cis-1.4/break-glass/{exempt_key}")];
+            assert_eq!(exempt["Compliance"]["Status"], "FAILED");
+            assert_eq!(exempt["RecordState"], "ACTIVE");
+        }
+        // A third run resolves nothing twice.
+        let third = org.engine(&["apply", "policies", "--auto-approve", "--format", "json"]);
+        assert_code(&third, 0);
+        let report: Value = serde_json::from_slice(&third.stdout).expect("JSON report");
+        for e in report["security_hub"].as_array().into_iter().flatten() {
+            assert_eq!(e["resolved"], 0, "{e:#}");
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! AWS, no wasmtime, no I/O beyond reading the files it is pointed at.
 
 pub mod accounts;
+pub mod asff;
 pub mod config_rule;
 pub mod event;
 pub mod finding;

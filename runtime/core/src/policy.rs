@@ -193,6 +193,8 @@ pub struct PolicySet {
     /// The `[accounts]` table: the accounts a run covers (`None`: the
     /// account of the engine's credentials).
     pub accounts: Option<AccountsSettings>,
+    /// The `[security_hub]` table: export findings (`None`: no export).
+    pub security_hub: Option<SecurityHubSettings>,
 }
 
 /// Which accounts a run covers (the top-level `[accounts]` table). Without
@@ -246,6 +248,26 @@ pub fn valid_ou_id(s: &str) -> bool {
         ["r", root] => lower(root, 4, 32),
         _ => false,
     }
+}
+
+/// Where findings are exported to AWS Security Hub (`[security_hub]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityHubSettings {
+    /// The region of the Security Hub findings are imported into.
+    pub region: String,
+    /// `import_into`: which account's Security Hub.
+    pub import_into: ImportInto,
+    pub origin: Origin,
+}
+
+/// Which account's Security Hub receives the findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportInto {
+    /// The account the engine runs in (a delegated administrator, for many
+    /// accounts): every account's findings are imported there.
+    EngineAccount,
+    /// Each account's own Security Hub, with that account's credentials.
+    EachAccount,
 }
 
 /// The top-level `[aws_config]` table.
@@ -553,6 +575,22 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         }
     }
     let accounts = declared.accounts.first().and_then(|(_, _, s)| s.clone());
+    if let Some((first_id, first_span, _)) = declared.security_hub.first() {
+        for (id, span, _) in declared.security_hub.iter().skip(1) {
+            problems.push(
+                Problem::new(
+                    "duplicate-security-hub",
+                    "[security_hub] is defined more than once",
+                )
+                .at(*id, span.clone(), "defined again here")
+                .at(*first_id, first_span.clone(), "first defined here"),
+            );
+        }
+    }
+    let security_hub = declared
+        .security_hub
+        .first()
+        .and_then(|(_, _, s)| s.clone());
     if declared.aws_config.is_empty()
         && let Some((p, id, _)) = policies
             .iter()
@@ -634,6 +672,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         digest,
         aws_config,
         accounts,
+        security_hub,
     })
 }
 
@@ -667,6 +706,8 @@ struct Declared {
     aws_config: Vec<(usize, Range<usize>, Option<AwsConfigSettings>)>,
     /// Every `[accounts]` table, valid or not.
     accounts: Vec<(usize, Range<usize>, Option<AccountsSettings>)>,
+    /// Every `[security_hub]` table, valid or not.
+    security_hub: Vec<(usize, Range<usize>, Option<SecurityHubSettings>)>,
 }
 
 struct FileCtx<'a> {
@@ -739,11 +780,16 @@ impl FileCtx<'_> {
                     let settings = self.accounts(value);
                     declared.accounts.push((self.id, key.span(), settings));
                 }
+                "security_hub" => {
+                    any = true;
+                    let settings = self.security_hub(value);
+                    declared.security_hub.push((self.id, key.span(), settings));
+                }
                 other => self.err(
                     "unknown-key",
                     format!("unknown top-level key {other:?}"),
                     key.span(),
-                    "expected `policy`, `plugin`, `aws_config` or `accounts`",
+                    "expected `policy`, `plugin`, `aws_config`, `accounts` or `security_hub`",
                 ),
             }
         }
@@ -1194,6 +1240,80 @@ impl FileCtx<'_> {
         })
     }
 
+    /// The `[security_hub]` table.
+    fn security_hub(&mut self, v: &Spanned<DeValue<'_>>) -> Option<SecurityHubSettings> {
+        let table = self.table(v, "security_hub")?;
+        let before = self.problems.len();
+        let mut region = None;
+        let mut import_into = ImportInto::EngineAccount;
+        for (k, v) in table.iter() {
+            let key = k.get_ref().as_ref();
+            match key {
+                "region" => {
+                    if let Some(s) = self.string(key, v) {
+                        if valid_region(&s) {
+                            region = Some(s);
+                        } else {
+                            self.err(
+                                "invalid-value",
+                                format!("{s:?} is not an AWS region"),
+                                v.span(),
+                                "expected a region such as \"eu-west-1\"",
+                            );
+                        }
+                    }
+                }
+                "import_into" => {
+                    if let Some(s) = self.string(key, v) {
+                        match s.as_str() {
+                            "engine-account" => import_into = ImportInto::EngineAccount,
+                            "each-account" => import_into = ImportInto::EachAccount,
+                            _ => self.err(
+                                "invalid-value",
+                                format!("{s:?} is not where findings can go"),
+                                v.span(),
+                                "expected \"engine-account\" (the account the engine runs in, e.g. a delegated administrator) or \"each-account\"",
+                            ),
+                        }
+                    }
+                }
+                other => {
+                    let hint = closest(other, SECURITY_HUB_KEYS);
+                    self.problems.push(
+                        Problem::new(
+                            "unknown-key",
+                            format!("unknown key {other:?} in [security_hub]"),
+                        )
+                        .at(self.id, k.span(), "unknown key")
+                        .note(match hint {
+                            Some(h) => format!("did you mean `{h}`?"),
+                            None => format!("valid keys: {}", SECURITY_HUB_KEYS.join(", ")),
+                        }),
+                    );
+                }
+            }
+        }
+        if region.is_none() && self.problems.len() == before {
+            self.err(
+                "missing-key",
+                "[security_hub] has no `region`",
+                v.span(),
+                "add region = \"eu-west-1\" (the region of the Security Hub findings go to)",
+            );
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(SecurityHubSettings {
+            region: region?,
+            import_into,
+            origin: Origin {
+                file: self.path.to_path_buf(),
+                line: self.line_of(v.span().start),
+            },
+        })
+    }
+
     /// The `[accounts]` table.
     fn accounts(&mut self, v: &Spanned<DeValue<'_>>) -> Option<AccountsSettings> {
         let table = self.table(v, "accounts")?;
@@ -1640,6 +1760,7 @@ const POLICY_KEYS: &[&str] = &[
 ];
 
 const AWS_CONFIG_KEYS: &[&str] = &["region", "events_queue"];
+const SECURITY_HUB_KEYS: &[&str] = &["region", "import_into"];
 const ACCOUNTS_KEYS: &[&str] = &[
     "ids",
     "organization",

@@ -156,6 +156,7 @@ pub struct Metrics {
     events: Family<OutcomeLabel, Counter>,
     config_rule_changes: Family<RuleChangeLabels, Counter>,
     account_runs: Family<AccountResultLabels, Counter>,
+    security_hub: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -323,6 +324,13 @@ impl Metrics {
             account_runs.clone(),
         );
 
+        let security_hub = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "security_hub_findings",
+            "Findings sent to AWS Security Hub, by result: imported (new or updated), resolved (gone since), failed (refused)",
+            security_hub.clone(),
+        );
+
         Metrics {
             registry,
             replace: Mutex::new(()),
@@ -345,6 +353,7 @@ impl Metrics {
             events,
             config_rule_changes,
             account_runs,
+            security_hub,
         }
     }
 
@@ -518,6 +527,20 @@ impl Metrics {
             result: if ok { "ok" } else { "failed" },
         };
         self.account_runs.get_or_create(&labels).inc();
+    }
+
+    /// Findings sent to Security Hub by one account's export
+    /// (`engine_security_hub_findings_total{result}`).
+    pub fn security_hub(&self, imported: u64, resolved: u64, failed: u64) {
+        for (result, n) in [
+            ("imported", imported),
+            ("resolved", resolved),
+            ("failed", failed),
+        ] {
+            self.security_hub
+                .get_or_create(&ResultLabel { result })
+                .inc_by(n);
+        }
     }
 
     /// An event was received from the queue (`engine_events_received_total`).

@@ -884,6 +884,10 @@ async fn config_rules(
 /// One account of a run: its id, and its plan or why it has none.
 type AccountPlan = (String, Result<engine_run::Prepared, String>);
 
+/// What a scheduled run planned: each account, the plan document as JSON,
+/// and the engine's own connection and account (for Security Hub).
+type Planned = (Vec<AccountPlan>, String, Option<(engine_aws::Aws, String)>);
+
 /// One scheduled run: snapshot, plan, journaled execution of the due
 /// policies, as `engine apply --auto-approve` would.
 async fn scheduled_run(ctx: RunContext) -> RunReport {
@@ -920,12 +924,17 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
         observer: Some(&observer),
     };
     // One account, or every account of `[accounts]`: each its own plan.
-    let planned: Result<(Vec<AccountPlan>, String), String> = match set.accounts.clone() {
+    let planned: Result<Planned, String> = match set.accounts.clone() {
         None => tokio::select! {
             p = engine_run::prepare(request) => p.map(|p| {
                 let account = p.doc.source.account.clone().unwrap_or_default();
                 let json = serde_json::to_string(&p.doc).unwrap_or_default();
-                (vec![(account, Ok(p))], json)
+                let base = p
+                    .snapshot
+                    .account
+                    .as_ref()
+                    .map(|a| (a.aws.clone(), account.clone()));
+                (vec![(account, Ok(p))], json, base)
             }),
             _ = ctx.stop.cancelled() => Err("stopped before the plan was made: nothing was done".to_string()),
         },
@@ -958,18 +967,19 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
                         &p.skipped,
                     );
                     let json = serde_json::to_string(&doc).unwrap_or_default();
+                    let base = Some((p.base.clone(), p.identity.account.clone()));
                     let accounts = p
                         .accounts
                         .into_iter()
                         .map(|a| (a.target.id, a.result))
                         .collect();
-                    (accounts, json)
+                    (accounts, json, base)
                 }),
                 _ = ctx.stop.cancelled() => Err("stopped before the plan was made: nothing was done".to_string()),
             }
         }
     };
-    let (accounts, plan_json) = match planned {
+    let (accounts, plan_json, base) = match planned {
         Ok(p) => p,
         Err(e) => {
             if !ctx.stop.is_cancelled() {
@@ -1056,6 +1066,46 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
         },
     )
     .await;
+    // Security Hub: every account's findings, with what was done.
+    if let (Some(hub), Some((base, engine_account))) = (&ctx.config.set.security_hub, &base)
+        && !ctx.stop.is_cancelled()
+    {
+        let empty = Vec::new();
+        let runs: Vec<engine_run::securityhub::AccountRun<'_>> = work
+            .iter()
+            .map(|w| engine_run::securityhub::AccountRun {
+                account: w.account,
+                doc: w.doc,
+                results: applied
+                    .iter()
+                    .find(|a| a.account == w.account)
+                    .and_then(|a| a.result.as_ref().ok())
+                    .map(|a| &a.results)
+                    .unwrap_or(&empty),
+                aws: w.aws,
+            })
+            .collect();
+        let exported = engine_run::securityhub::export(
+            hub,
+            base,
+            engine_account,
+            &runs,
+            &ctx.state,
+            Utc::now(),
+            ctx.account.observer.clone(),
+        )
+        .await;
+        for e in &exported {
+            ctx.shared.metrics.security_hub(
+                e.imported as u64,
+                e.resolved as u64,
+                e.failed.len() as u64,
+            );
+            if let Some(err) = &e.error {
+                errors.push(format!("Security Hub, account {}: {err}", e.account));
+            }
+        }
+    }
     let mut all_ok = errors.is_empty();
     let mut stopped = 0;
     for a in applied {

@@ -161,6 +161,7 @@ pub fn subset(set: &PolicySet, names: &[String]) -> PolicySet {
         digest: set.digest.clone(),
         aws_config: set.aws_config.clone(),
         accounts: set.accounts.clone(),
+        security_hub: set.security_hub.clone(),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod prepare;
 pub mod saved;
+pub mod securityhub;
 
 pub use document::{Document, Source};
 

@@ -105,6 +105,8 @@ pub struct AccountsPrepared {
     pub skipped: Vec<(String, String)>,
     /// The identity the engine runs as, in its own account.
     pub identity: engine_aws::Identity,
+    /// The engine's own connection, in its own account.
+    pub base: engine_aws::Aws,
 }
 
 /// Plan every account `settings` names, at most `concurrency` at a time,
@@ -151,6 +153,7 @@ pub async fn prepare_accounts(
         accounts: done,
         skipped,
         identity,
+        base: base.clone(),
     })
 }
 
