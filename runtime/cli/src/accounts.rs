@@ -93,7 +93,9 @@ fn print_plan(
     match format {
         Format::Json => render::write_json(&mut std::io::stdout().lock(), doc),
         Format::Human => {
-            render::human_accounts(&mut anstream::stdout().lock(), command, doc, plans)
+            let mut out = render::stdout();
+            render::human_accounts(&mut out, command, doc, plans)?;
+            out.flush()
         }
     }
 }

@@ -170,8 +170,9 @@ pub fn print(format: Format, command: &str, doc: &Document, plan: &Plan) -> std:
             render::write_json(&mut out, doc)
         }
         Format::Human => {
-            let mut out = anstream::stdout().lock();
-            render::human(&mut out, command, doc, plan)
+            let mut out = render::stdout();
+            render::human(&mut out, command, doc, plan)?;
+            out.flush()
         }
     }
 }

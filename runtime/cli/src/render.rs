@@ -32,7 +32,8 @@ fn paint(style: Style, text: &str) -> String {
 /// What the host will do (or not) about one finding.
 fn verdict(
     p: &PolicyPlan,
-    idx: usize,
+    action: Option<&engine_core::PlannedAction>,
+    refusal: Option<&engine_core::Refusal>,
     f: &Finding,
     superseded: Option<&str>,
 ) -> (char, Style, String) {
@@ -64,7 +65,7 @@ fn verdict(
             format!("nothing: policy failed ({})", fail.kind.as_str()),
         );
     }
-    if let Some(r) = p.refused.iter().find(|r| r.finding == idx) {
+    if let Some(r) = refusal {
         return (
             'x',
             RED,
@@ -76,7 +77,7 @@ fn verdict(
             ),
         );
     }
-    let Some(a) = p.actions.iter().find(|a| a.finding == idx) else {
+    let Some(a) = action else {
         return ('.', DIM, "no action requested by the plugin".into());
     };
     let what = match a.action {
@@ -161,6 +162,20 @@ pub fn human(
         )?;
     }
     let superseded = plan.superseded();
+    // Which enforcing policy deletes each key: looked up once, not per finding.
+    let mut deleting: std::collections::HashMap<(&str, engine_core::Credential), &str> =
+        std::collections::HashMap::new();
+    for p in plan.policies.iter().filter(|p| p.mode == Mode::Enforce) {
+        for a in p
+            .actions
+            .iter()
+            .filter(|a| a.action == ActionKind::DeleteAccessKey)
+        {
+            deleting
+                .entry((a.user.as_str(), a.credential))
+                .or_insert(p.policy.as_str());
+        }
+    }
     for (pi, p) in plan.policies.iter().enumerate() {
         writeln!(out)?;
         let threshold = match p.rule {
@@ -193,18 +208,30 @@ pub fn human(
             Some(k) => format!("{} {}", f.credential, for_terminal(k)),
             None => f.credential.to_string(),
         };
+        // Each finding's action and refusal, by finding index: one pass.
+        let mut action_of = vec![None; p.findings.len()];
+        for (ai, a) in p.actions.iter().enumerate() {
+            if let Some(slot) = action_of.get_mut(a.finding) {
+                slot.get_or_insert(ai);
+            }
+        }
+        let mut refusal_of = vec![None; p.findings.len()];
+        for r in &p.refused {
+            if let Some(slot) = refusal_of.get_mut(r.finding) {
+                slot.get_or_insert(r);
+            }
+        }
         let rows: Vec<Row> = p
             .findings
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let by = p
-                    .actions
-                    .iter()
-                    .position(|a| a.finding == i)
+                let ai = action_of[i];
+                let by = ai
                     .filter(|ai| superseded.contains(&(pi, *ai)))
-                    .and_then(|_| deleting_policy(plan, f));
-                let (sym, style, what) = verdict(p, i, f, by);
+                    .and_then(|_| deleting.get(&(&*f.user, f.credential)).copied());
+                let (sym, style, what) =
+                    verdict(p, ai.map(|ai| &p.actions[ai]), refusal_of[i], f, by);
                 // The verdict quotes refusal messages, plugin reasons and policy names.
                 Row {
                     sym,
@@ -530,20 +557,6 @@ struct Row<'a> {
 }
 
 /// The enforcing policy that deletes the key of `f`, if any.
-fn deleting_policy<'p>(plan: &'p Plan, f: &Finding) -> Option<&'p str> {
-    plan.policies
-        .iter()
-        .filter(|p| p.mode == Mode::Enforce)
-        .find(|p| {
-            p.actions.iter().any(|a| {
-                a.action == ActionKind::DeleteAccessKey
-                    && *a.user == *f.user
-                    && a.credential == f.credential
-            })
-        })
-        .map(|p| p.policy.as_str())
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -553,36 +566,89 @@ fn quoted(s: &str) -> String {
     for_terminal(&format!("{s:?}")).into_owned()
 }
 
-/// A JSON document from serde_json, safe to print on a terminal.
+/// Standard output for the human plan: colour as anstream decides it
+/// (`NO_COLOR`, `CLICOLOR_FORCE`, a terminal), written through a buffer (a
+/// plan of 100,000 lines is not 100,000 writes). Flush it when done.
+pub fn stdout() -> std::io::BufWriter<anstream::AutoStream<std::io::StdoutLock<'static>>> {
+    std::io::BufWriter::with_capacity(64 * 1024, anstream::stdout().lock())
+}
+
+/// serde_json's pretty formatter, safe for a terminal, and streamed: the
+/// document is never held whole in memory.
 ///
 /// serde_json escapes what JSON requires (`"`, `\\` and U+0000..=U+001F, so ESC
 /// and CR come out as `\u001b` and `\r`) but writes DEL, the C1 controls (one
 /// of them, U+009B, is a CSI to many terminals) and bidi controls as they are.
 /// Outside its strings a document has no character beyond ASCII, so writing
-/// each of those as a `\uXXXX` escape (all are in the BMP) anywhere in the
-/// document yields the same JSON value.
-pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
-    // serde_json already escaped every C0 control inside strings: any left is layout.
-    let escape = |c: char| is_unsafe(c) && u32::from(c) >= 0x7f;
-    if !json.chars().any(escape) {
-        return Cow::Borrowed(json);
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if escape(c) {
-            let _ = fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push(c);
+/// each of those as a `\uXXXX` escape (all are in the BMP) inside strings
+/// yields the same JSON value.
+struct TerminalSafe<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for TerminalSafe<'_> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let escape = |c: char| is_unsafe(c) && u32::from(c) >= 0x7f;
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|(_, c)| escape(*c)) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
         }
+        writer.write_all(rest.as_bytes())
     }
-    Cow::Owned(out)
+
+    // The rest as pretty-printing does it.
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
-/// Write `value` as pretty JSON, then a newline, safe for a terminal.
+/// Write `value` as pretty JSON, then a newline, safe for a terminal;
+/// streamed through a buffer, not built in memory first.
 pub fn write_json<T: Serialize>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
-    let json = serde_json::to_string_pretty(value)?;
-    out.write_all(json_for_terminal(&json).as_bytes())?;
-    writeln!(out)
+    let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut buffered,
+        TerminalSafe(serde_json::ser::PrettyFormatter::new()),
+    );
+    value.serialize(&mut ser)?;
+    writeln!(buffered)?;
+    buffered.flush()
 }
 
 /// The fields of a log line (its message and `key=value` pairs), written as

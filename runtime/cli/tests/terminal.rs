@@ -268,6 +268,17 @@ fn an_external_plugins_reasons_logs_error_and_panic_are_escaped() {
         "{text:?}"
     );
     assert!(text.contains("\\u001b[2K"), "{text}");
+    // DEL, C1 and bidi controls, which JSON allows raw, are escaped too.
+    assert!(
+        !text.chars().any(|c| c == '\u{7f}'
+            || ('\u{80}'..='\u{9f}').contains(&c)
+            || ('\u{202a}'..='\u{202e}').contains(&c)),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\\u009b2J") && text.contains("\\u202e"),
+        "{text}"
+    );
     assert_safe("stderr (json)", &String::from_utf8_lossy(&json.stderr));
     let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
     let users: Vec<&str> = doc["findings"]

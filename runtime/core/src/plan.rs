@@ -399,7 +399,7 @@ impl Plan {
     ///
     /// Only actions that will be applied count as the stronger one: a
     /// `mode = "report"` policy's delete supersedes nothing.
-    pub fn superseded(&self) -> Vec<(usize, usize)> {
+    pub fn superseded(&self) -> std::collections::HashSet<(usize, usize)> {
         let deleted: std::collections::HashSet<(&str, Credential)> = self
             .policies
             .iter()
@@ -408,13 +408,13 @@ impl Plan {
             .filter(|a| a.action == ActionKind::DeleteAccessKey)
             .map(|a| (a.user.as_str(), a.credential))
             .collect();
-        let mut out = Vec::new();
+        let mut out = std::collections::HashSet::new();
         for (pi, p) in self.policies.iter().enumerate() {
             for (ai, a) in p.actions.iter().enumerate() {
                 if a.action == ActionKind::DeactivateAccessKey
                     && deleted.contains(&(a.user.as_str(), a.credential))
                 {
-                    out.push((pi, ai));
+                    out.insert((pi, ai));
                 }
             }
         }

@@ -16,7 +16,6 @@
 //!   starts: those not started are journaled as skipped, and a write already
 //!   sent runs to its answer, which is journaled.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -181,7 +180,7 @@ fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
 /// kinds, remediable findings. A deactivation of a key another policy deletes
 /// is kept as that delete's fallback.
 pub fn targets(plan: &Plan) -> Vec<Target> {
-    let superseded: BTreeSet<(usize, usize)> = plan.superseded().into_iter().collect();
+    let superseded = plan.superseded();
     let mut out = Vec::new();
     let mut fallbacks = Vec::new();
     for (pi, p) in plan.policies.iter().enumerate() {
