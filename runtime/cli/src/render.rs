@@ -757,10 +757,13 @@ mod tests {
         );
         let back: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(back, value);
-        assert!(matches!(
-            json_for_terminal("{\"a\": \"b\"}"),
-            Cow::Borrowed(_)
-        ));
+        // Keys are strings too.
+        let mut keyed = serde_json::Map::new();
+        keyed.insert(EVIL.to_string(), serde_json::Value::Null);
+        let mut out = Vec::new();
+        write_json(&mut out, &keyed).expect("write");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(!text.chars().any(dangerous), "{text:?}");
     }
 
     #[derive(Clone)]
