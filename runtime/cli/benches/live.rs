@@ -3,6 +3,12 @@
 //!
 //! Run: `ENGINE_TEST_PYTHON=$PWD/.venv/bin/python cargo bench -p engine-cli --bench live`
 //! (after `scripts/test` has created .venv). Under `cargo test` it does nothing.
+//!
+//! The floor of `check`: the time moto itself needs to answer the same calls
+//! at the same concurrency, measured by replaying the calls the engine made
+//! (from moto's request log) with a plain HTTP client, without the engine:
+//! the report's calls one after another, then the `ListAccessKeys` calls
+//! four at a time (`--concurrency 4`, the default). Best of three each.
 
 use std::process::Command;
 use std::time::Instant;
@@ -45,7 +51,7 @@ fn main() {
          [policy.unused]\nrule = \"cis-1.3\"\naction = \"deactivate-unused-credentials\"\nmax_actions_per_run = 5000\n",
     )
     .expect("policies");
-    let run = |args: &[&str]| {
+    let run = |args: &[&str]| -> std::time::Duration {
         moto.reset_calls();
         let started = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_engine"))
@@ -67,10 +73,77 @@ fn main() {
             calls.values().sum::<u64>(),
             calls
         );
+        elapsed
     };
     println!("{USERS} users seeded");
-    run(&["check", "policies"]);
+    let mut checks = Vec::new();
+    let mut floors = Vec::new();
+    for _ in 0..3 {
+        checks.push(run(&["check", "policies"]));
+        floors.push(replay(&moto, &moto.requests(), 4));
+    }
+    let best = |v: &[std::time::Duration]| v.iter().min().copied().unwrap_or_default();
+    let (check, floor) = (best(&checks), best(&floors));
+    println!(
+        "check: {:.3} s, moto's floor for the same calls: {:.3} s, ratio {:.2} (goal within 1.2)",
+        check.as_secs_f64(),
+        floor.as_secs_f64(),
+        check.as_secs_f64() / floor.as_secs_f64()
+    );
     run(&["apply", "policies", "--auto-approve"]);
     run(&["apply", "policies", "--auto-approve"]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Send `calls` again to moto with a plain HTTP client: every call but
+/// `ListAccessKeys` in order, then those `concurrency` at a time. Their
+/// wall time.
+fn replay(
+    moto: &Moto,
+    calls: &[engine_testkit::Request],
+    concurrency: usize,
+) -> std::time::Duration {
+    let url = format!("{}/", moto.endpoint());
+    let send = |agent: &ureq::Agent, action: &str, user: Option<&str>| {
+        let mut form = vec![("Action", action), ("Version", "2010-05-08")];
+        if let Some(u) = user {
+            form.push(("UserName", u));
+        }
+        let service = if action == "GetCallerIdentity" {
+            "sts"
+        } else {
+            "iam"
+        };
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAREPLAY/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let _ = agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .send_form(form);
+    };
+    let agent = ureq::Agent::new_with_defaults();
+    let started = Instant::now();
+    for c in calls.iter().filter(|c| c.action != "ListAccessKeys") {
+        send(&agent, &c.action, c.user.as_deref());
+    }
+    let users: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.action == "ListAccessKeys")
+        .filter_map(|c| c.user.as_deref())
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..concurrency {
+            s.spawn(|| {
+                let agent = ureq::Agent::new_with_defaults();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(user) = users.get(i) else { break };
+                    send(&agent, "ListAccessKeys", Some(user));
+                }
+            });
+        }
+    });
+    started.elapsed()
 }

@@ -12,6 +12,8 @@
 //! installing moto into `.venv`. Without it the test fails with a message that
 //! says so: a missing moto is never a silent skip.
 
+pub mod report;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
