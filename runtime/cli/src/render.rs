@@ -239,7 +239,7 @@ pub fn human(
                     what: for_terminal(&what).into_owned(),
                     user: for_terminal(&f.user),
                     cred: cred(f),
-                    reason: for_terminal(&f.reason),
+                    reason: Cow::Owned(for_terminal(&f.reason()).into_owned()),
                 }
             })
             .collect();

@@ -81,7 +81,7 @@ pub fn control(rule: Rule, threshold_days: u32) -> &'static str {
 
 fn requirements(f: &Finding) -> Vec<String> {
     // The versions Security Hub has standards of, for each framework.
-    f.controls
+    f.controls()
         .iter()
         .flat_map(|c| {
             let versions: &[&str] = match c.framework.as_ref() {
@@ -212,7 +212,7 @@ pub fn exports(
                 account: account.to_string(),
                 generator: format!("engine/{}", f.policy),
                 title,
-                description: f.reason.clone(),
+                description: f.reason(),
                 control: control(f.rule, f.threshold_days).to_string(),
                 requirements: requirements(f),
                 user_arn: f.arn.to_string(),

@@ -100,7 +100,13 @@ pub enum Protection {
 }
 
 /// A credential that breaks a rule of a policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its `reason` and `controls` follow from the other fields, so they are
+/// made when asked for ([`Finding::reason`], [`Finding::controls`]) and
+/// when written out, not stored: a report of 100,000 users has hundreds of
+/// thousands of findings, most of which nobody reads one by one. Read back,
+/// the JSON's `reason` and `controls` are ignored and derived again.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Finding {
     /// The account the credential is in (a live account); absent for a
     /// report file.
@@ -121,9 +127,6 @@ pub struct Finding {
     /// Whole days between `timestamp` and `now`.
     pub age_days: i64,
     pub threshold_days: u32,
-    /// One line, for humans.
-    pub reason: String,
-    pub controls: Cow<'static, [Control]>,
     /// The user matches the policy's `exempt_users`: visible, never acted on.
     pub exempt: bool,
     /// Set when the finding may never be remediated (root, the engine's own key).
@@ -143,5 +146,68 @@ impl Finding {
     /// Whether the host may act on this finding at all.
     pub fn remediable(&self) -> bool {
         !self.exempt && self.protected.is_none()
+    }
+
+    /// One line, for humans: "access key 1 last rotated 2025-06-15, 530 days
+    /// ago (more than 90)".
+    pub fn reason(&self) -> String {
+        crate::rules::reason(self)
+    }
+
+    /// The benchmark controls its rule maps to.
+    pub fn controls(&self) -> &'static [Control] {
+        crate::rules::controls(self.rule)
+    }
+}
+
+fn is_none<T>(v: &&Option<T>) -> bool {
+    v.is_none()
+}
+
+/// The JSON of a finding: every field, with `reason` and `controls`
+/// derived, in the order the documents have always had.
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            #[serde(skip_serializing_if = "is_none")]
+            account: &'a Option<Arc<str>>,
+            policy: &'a str,
+            rule: Rule,
+            user: &'a str,
+            arn: &'a str,
+            credential: Credential,
+            key_id: &'a Option<String>,
+            timestamp: DateTime<Utc>,
+            basis: Basis,
+            age_days: i64,
+            threshold_days: u32,
+            reason: String,
+            controls: &'static [Control],
+            exempt: bool,
+            protected: Option<Protection>,
+            user_created: Option<DateTime<Utc>>,
+            credential_created: Option<DateTime<Utc>>,
+        }
+        Out {
+            account: &self.account,
+            policy: &self.policy,
+            rule: self.rule,
+            user: &self.user,
+            arn: &self.arn,
+            credential: self.credential,
+            key_id: &self.key_id,
+            timestamp: self.timestamp,
+            basis: self.basis,
+            age_days: self.age_days,
+            threshold_days: self.threshold_days,
+            reason: self.reason(),
+            controls: self.controls(),
+            exempt: self.exempt,
+            protected: self.protected,
+            user_created: self.user_created,
+            credential_created: self.credential_created,
+        }
+        .serialize(s)
     }
 }

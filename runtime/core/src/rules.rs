@@ -64,6 +64,31 @@ pub fn controls(rule: Rule) -> &'static [Control] {
     }
 }
 
+/// A finding's one line for humans, from its fields.
+pub fn reason(f: &Finding) -> String {
+    let what = match f.credential {
+        Credential::Password => "password",
+        Credential::AccessKey1 => "access key 1",
+        Credential::AccessKey2 => "access key 2",
+    };
+    let (verb, bound) = match (f.rule, f.basis) {
+        (Rule::Cis14, _) => ("last rotated", "more than"),
+        (_, Basis::PasswordLastUsed | Basis::KeyLastUsed) => ("last used", "at least"),
+        (_, Basis::PasswordLastChanged) => ("never used, set", "at least"),
+        (_, Basis::UserCreationTime) => ("never used, user created", "at least"),
+        (_, Basis::KeyLastRotated) => ("never used, created", "at least"),
+    };
+    let mut reason = String::with_capacity(96);
+    let _ = write!(
+        reason,
+        "{what} {verb} {}, {} days ago ({bound} {})",
+        f.timestamp.date_naive(),
+        f.age_days,
+        f.threshold_days
+    );
+    reason
+}
+
 /// Evaluate one policy over a report.
 pub fn evaluate(policy: &Policy, report: &CredentialReport, now: DateTime<Utc>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -167,25 +192,6 @@ fn finding(
 ) -> Finding {
     let threshold = policy.threshold_days();
     let age_days = age.num_days();
-    let what = match credential {
-        Credential::Password => "password",
-        Credential::AccessKey1 => "access key 1",
-        Credential::AccessKey2 => "access key 2",
-    };
-    let date = at.date_naive();
-    let (verb, bound) = match (policy.rule, basis) {
-        (Rule::Cis14, _) => ("last rotated", "more than"),
-        (_, Basis::PasswordLastUsed | Basis::KeyLastUsed) => ("last used", "at least"),
-        (_, Basis::PasswordLastChanged) => ("never used, set", "at least"),
-        (_, Basis::UserCreationTime) => ("never used, user created", "at least"),
-        (_, Basis::KeyLastRotated) => ("never used, created", "at least"),
-    };
-    // One allocation of the right size: this runs once per finding.
-    let mut reason = String::with_capacity(96);
-    let _ = write!(
-        reason,
-        "{what} {verb} {date}, {age_days} days ago ({bound} {threshold})"
-    );
     Finding {
         account: None,
         policy: policy.shared_name(),
@@ -198,8 +204,6 @@ fn finding(
         basis,
         age_days,
         threshold_days: threshold,
-        reason,
-        controls: Cow::Borrowed(controls(policy.rule)),
         exempt,
         protected: row.is_root().then_some(Protection::Root),
         user_created: row.user_creation_time.time(),

@@ -19,8 +19,6 @@ fn finding(user: &str, credential: Credential) -> Finding {
         basis: Basis::KeyLastRotated,
         age_days: 331,
         threshold_days: 90,
-        reason: "old".into(),
-        controls: Default::default(),
         exempt: false,
         protected: None,
         user_created: None,

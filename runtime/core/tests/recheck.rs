@@ -26,8 +26,6 @@ fn key_finding(rule: Rule) -> Finding {
         basis: Basis::KeyLastUsed,
         age_days: 89,
         threshold_days: 90,
-        reason: "r".into(),
-        controls: Default::default(),
         exempt: false,
         protected: None,
         user_created: Some(t("2020-01-01T00:00:00Z")),

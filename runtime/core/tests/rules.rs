@@ -185,7 +185,7 @@ fn cis13_never_used_password_falls_back_to_last_changed_then_creation() {
     );
     assert_eq!(f[0].basis, Basis::PasswordLastChanged);
     assert_eq!(f[1].basis, Basis::UserCreationTime);
-    assert!(f[1].reason.contains("never used"), "{}", f[1].reason);
+    assert!(f[1].reason().contains("never used"), "{}", f[1].reason());
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn cis13_never_used_key_falls_back_to_last_rotated() {
     let f = run(&p, vec![old, young]);
     assert_eq!(creds(&f), vec![("old".to_string(), Credential::AccessKey2)]);
     assert_eq!(f[0].basis, Basis::KeyLastRotated);
-    assert!(f[0].reason.contains("never used"));
+    assert!(f[0].reason().contains("never used"));
 }
 
 #[test]
@@ -272,7 +272,7 @@ fn findings_carry_controls_and_identity() {
     u.access_keys[0] = key(true, at(100, 0), at(99, 0));
     let f14 = run(&cis14(90), vec![u.clone()]);
     let ids: Vec<String> = f14[0]
-        .controls
+        .controls()
         .iter()
         .map(|c| format!("{} {}", c.framework, c.id))
         .collect();
@@ -287,7 +287,7 @@ fn findings_carry_controls_and_identity() {
     );
     let f13 = run(&cis13(90), vec![u]);
     let ids: Vec<String> = f13[0]
-        .controls
+        .controls()
         .iter()
         .map(|c| format!("{} {}", c.framework, c.id))
         .collect();
@@ -307,7 +307,7 @@ fn findings_carry_controls_and_identity() {
     assert_eq!(f.key_id, None);
     assert_eq!(Stamp::At(f.timestamp), at(100, 0));
     assert_eq!(f.age_days, 100);
-    assert!(f.reason.contains("more than 90"), "{}", f.reason);
+    assert!(f.reason().contains("more than 90"), "{}", f.reason());
 }
 
 #[test]

@@ -176,8 +176,6 @@ mod tests {
             basis: Basis::KeyLastRotated,
             age_days,
             threshold_days: 90,
-            reason: format!("{age_days} days old"),
-            controls: Default::default(),
             exempt: false,
             protected: None,
             user_created: None,

@@ -43,8 +43,6 @@ fn findings(n: usize) -> Vec<Finding> {
             basis: Basis::KeyLastRotated,
             age_days: 100 + (i % 300) as i64,
             threshold_days: 90,
-            reason: "access key not rotated for more than 90 days".into(),
-            controls: Default::default(),
             exempt: i % 50 == 0,
             protected: None,
             user_created: None,

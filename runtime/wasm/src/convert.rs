@@ -96,7 +96,7 @@ pub(crate) fn finding(f: &Finding) -> wit::Finding {
         },
         age_days: f.age_days,
         threshold_days: f.threshold_days,
-        reason: f.reason.clone(),
+        reason: f.reason(),
         exempt: f.exempt,
         protected: f.protected.is_some(),
     }

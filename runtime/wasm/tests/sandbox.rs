@@ -109,8 +109,6 @@ fn finding(user: &str, credential: Credential, age_days: i64) -> Finding {
         },
         age_days,
         threshold_days: 90,
-        reason: format!("{age_days} days old"),
-        controls: Default::default(),
         exempt: user == "vip",
         protected: (user == "<root_account>").then_some(Protection::Root),
         user_created: None,
