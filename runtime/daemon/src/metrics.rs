@@ -810,7 +810,7 @@ mod tests {
                 r#"engine_policy_last_run_timestamp_seconds{policy="rotate"} 1795827600.0"#,
                 r#"engine_policy_next_run_timestamp_seconds{policy="rotate"} 1795831200.0"#,
                 // Counters keep their totals.
-                r#"engine_actions_total{policy="unused",kind="deactivate-access-key",outcome="already-gone"} 1"#,
+                r#"engine_actions_total{account="111111111111",policy="unused",kind="deactivate-access-key",outcome="already-gone"} 1"#,
             ],
         );
     }
