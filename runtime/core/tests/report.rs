@@ -348,3 +348,39 @@ fn strip_lines(r: &CredentialReport) -> CredentialReport {
     }
     r
 }
+
+proptest::proptest! {
+    /// The fast path for AWS's timestamp layout accepts exactly what chrono
+    /// accepts, and gives the same instant: any year, month 0-13, day 0-32,
+    /// hours, minutes and seconds past their ranges.
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_chrono(
+        year in 0u32..10_000,
+        month in 0u32..14,
+        day in 0u32..33,
+        hour in 0u32..26,
+        minute in 0u32..62,
+        second in 0u32..62,
+    ) {
+        let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}+00:00");
+        let chrono = chrono::DateTime::parse_from_rfc3339(&s)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+            // A leap second (60) is not the fast path's: chrono takes it after.
+            .filter(|_| second < 60);
+        proptest::prop_assert_eq!(engine_core::report::fast_utc(s.as_bytes()), chrono, "{}", s);
+    }
+}
+
+#[test]
+fn lines_count_the_newlines_inside_quoted_fields() {
+    let quoted = ALICE.replacen("alice", "\"ali\nce\"", 1);
+    let short = ALICE.rsplit_once(',').unwrap().0;
+    for end in ["\n", "\r\n"] {
+        let text = format!("{HEADER}{end}{quoted}{end}{ALICE}{end}{short}{end}");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line(), Some(5), "{end:?}: {err}");
+        let ok = parse(&format!("{HEADER}{end}{quoted}{end}{ALICE}{end}")).unwrap();
+        assert_eq!((ok.rows[0].line, ok.rows[1].line), (2, 4), "{end:?}");
+    }
+}
