@@ -19,7 +19,8 @@
 #
 # - /policies: the policy directory (*.toml), mounted read-only; the image
 #   ships none, so nothing acts on an account until you mount your own.
-# - /state: the SQLite journal, engine.lock and plan.key. A named volume is
+# - /state: the SQLite journal, engine.lock, plan.key and plugin-cache/
+#   (external plugins compiled once; safe to delete). A named volume is
 #   created owned by UID 10001; a bind-mounted host directory must be
 #   writable by UID 10001 (`chown 10001 DIR`). Keep it: it is what makes a
 #   crashed run recoverable and a saved plan applicable only once.
@@ -98,6 +99,8 @@ COPY --from=build /out/engine /usr/local/bin/engine
 
 # The journal and the plan key are private to the engine.
 ENV ENGINE_STATE=/state
+# External plugins compiled once, kept with the state (safe to delete).
+ENV ENGINE_PLUGIN_CACHE=/state/plugin-cache
 VOLUME ["/state"]
 
 # The daemon's HTTP endpoint: /healthz (open) and /v1/* (bearer token).

@@ -9,6 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[allow(dead_code)]
+#[path = "src/engine_config.rs"]
+mod engine_config;
+
+/// The shipped plugins: embedded in the binary, and precompiled here.
+const BUILTINS: &[&str] = &["delete-expired-keys", "deactivate-unused-credentials"];
+
 /// Plugin crates outside `plugins/testdata/`.
 const PLUGINS: &[&str] = &[
     "delete-expired-keys",
@@ -45,6 +52,10 @@ fn main() {
         .and_then(Path::parent)
         .expect("runtime/wasm is two levels below the workspace root")
         .to_path_buf();
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("src/engine_config.rs").display()
+    );
     for p in [
         "plugins",
         "examples/deactivate-then-delete",
@@ -151,6 +162,40 @@ fn main() {
         "cargo:rustc-env=ENGINE_PLUGIN_WASM_DIR={}",
         wasm_dir.display()
     );
+    precompile_builtins(&wasm_dir, &out_dir);
+}
+
+/// Compile the shipped plugins to machine code for the target the binary is
+/// built for, with the sandbox's own configuration, so that no run of the
+/// engine compiles them: `<OUT_DIR>/<name>.cwasm`, embedded by the crate
+/// (`ENGINE_WASM_TARGET` names the target the configuration was made for).
+/// A target cranelift cannot compile for here gets empty files: the engine
+/// then compiles the builtins when it loads them, as it does any plugin.
+fn precompile_builtins(wasm_dir: &Path, out_dir: &Path) {
+    let target = std::env::var("TARGET").expect("TARGET");
+    println!("cargo:rustc-env=ENGINE_WASM_TARGET={target}");
+    let engine = engine_config::config(&target).and_then(|c| wasmtime::Engine::new(&c));
+    for name in BUILTINS {
+        let wasm = wasm_dir.join(format!("{}.wasm", name.replace('-', "_")));
+        let out = out_dir.join(format!("{name}.cwasm"));
+        let compiled = engine
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|engine| {
+                let bytes = std::fs::read(&wasm).map_err(|e| e.to_string())?;
+                engine
+                    .precompile_component(&bytes)
+                    .map_err(|e| e.to_string())
+            });
+        let bytes = compiled.unwrap_or_else(|e| {
+            println!(
+                "cargo:warning=the builtin plugin {name} could not be precompiled for {target} ({e}); the engine will compile it when it loads it"
+            );
+            Vec::new()
+        });
+        std::fs::write(&out, bytes)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+    }
 }
 
 /// The package names of `plugins/testdata/*/Cargo.toml`.

@@ -73,7 +73,7 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     let loaded_set = if saved {
         None
     } else {
-        match check::load(&args.target) {
+        match check::load(&args.target, args.account.plugin_cache.cache().as_ref()) {
             Ok(l) => Some(l),
             Err(code) => return code,
         }

@@ -14,7 +14,10 @@ use crate::{CheckArgs, Format, SourceArgs, exit};
 
 /// Load and validate the policies, and compile their plugins. On failure,
 /// the error has been printed and the exit code is returned.
-pub fn load(dir: &Path) -> Result<(engine_core::PolicySet, Plugins), u8> {
+pub fn load(
+    dir: &Path,
+    cache: Option<&engine_run::plugins::Cache>,
+) -> Result<(engine_core::PolicySet, Plugins), u8> {
     let set = match policy::load_dir(dir) {
         Ok(set) => set,
         Err(errors) => {
@@ -22,7 +25,7 @@ pub fn load(dir: &Path) -> Result<(engine_core::PolicySet, Plugins), u8> {
             return Err(exit::POLICY_ERROR);
         }
     };
-    let plugins = Plugins::load(&set).map_err(|e| {
+    let plugins = Plugins::load(&set, cache).map_err(|e| {
         eprintln!("error: {}", engine_core::text::for_terminal(&e));
         exit::ERROR
     })?;
@@ -65,7 +68,7 @@ pub async fn prepare_loaded(
 }
 
 pub async fn run(args: &CheckArgs) -> u8 {
-    let (set, plugins) = match load(&args.dir) {
+    let (set, plugins) = match load(&args.dir, args.source.account.plugin_cache.cache().as_ref()) {
         Ok(l) => l,
         Err(code) => return code,
     };

@@ -39,7 +39,7 @@ pub fn run(args: &DaemonArgs) -> u8 {
         }
     };
     tracing::info!(dir = %args.dir.display(), "loading the configuration");
-    let config = match Config::load(&args.dir) {
+    let config = match Config::load(&args.dir, args.account.plugin_cache.cache()) {
         Ok(c) => c,
         Err(e) => {
             report_config_error(args, &e);

@@ -125,7 +125,7 @@ pub async fn run(args: &HandleEventArgs) -> u8 {
     if let event::Verdict::Ignore(why) = event::classify(&ev, &set) {
         return ignored(args, &why);
     }
-    let plugins = match Plugins::load(&set) {
+    let plugins = match Plugins::load(&set, args.account.plugin_cache.cache().as_ref()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {}", t(&e));

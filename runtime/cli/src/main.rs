@@ -118,6 +118,9 @@ pub struct AccountArgs {
     #[command(flatten)]
     pub state: StateArgs,
 
+    #[command(flatten)]
+    pub plugin_cache: PluginCacheArgs,
+
     /// The one user to evaluate from fresh IAM reads instead of the
     /// credential report: `--user` of `check` and `apply`, copied here so
     /// that it travels with the account (not a flag of its own: the daemon
@@ -139,6 +142,48 @@ impl AccountArgs {
             progress: true,
             observer: None,
         }
+    }
+}
+
+/// Where compiled plugins are kept between runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PluginCacheArgs {
+    /// Keep the machine code of external plugins here, so an unchanged
+    /// plugin is compiled once, not by every run (`off`: no cache).
+    ///
+    /// Default: $CACHE_DIRECTORY (systemd's CacheDirectory=), else
+    /// $XDG_CACHE_HOME/engine/plugins, else ~/.cache/engine/plugins. Entries
+    /// are named by the plugin's sha256 and the engine's version. The
+    /// directory must belong to the user the engine runs as and not be
+    /// writable by others, or it is not used. The shipped plugins are
+    /// compiled into the binary and need no cache.
+    #[arg(
+        long,
+        value_name = "DIR|off",
+        env = "ENGINE_PLUGIN_CACHE",
+        hide_env_values = true
+    )]
+    pub plugin_cache: Option<PathBuf>,
+}
+
+impl PluginCacheArgs {
+    /// The cache to use, if any.
+    pub fn cache(&self) -> Option<engine_wasm::cache::Cache> {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let dir = match &self.plugin_cache {
+            Some(p) if p.as_os_str() == "off" => return None,
+            Some(p) => p.clone(),
+            None => env("CACHE_DIRECTORY")
+                // systemd may list several, separated by ':'; the first is ours.
+                .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()))
+                .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("engine/plugins")))
+                .or_else(|| env("HOME").map(|d| d.join(".cache/engine/plugins")))?,
+        };
+        Some(engine_wasm::cache::Cache::new(dir))
     }
 }
 

@@ -33,6 +33,12 @@ fn setup(name: &str, policy_extra: &str, sha_override: Option<&str>) -> PathBuf 
 }
 
 fn check(dir: &Path) -> Output {
+    check_with(dir, &[])
+}
+
+/// `engine check` on the example report, with extra arguments; the plugin
+/// cache is in the test's directory unless an argument names another.
+fn check_with(dir: &Path, extra: &[&str]) -> Output {
     let report = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/credential-report.csv"
@@ -48,6 +54,8 @@ fn check(dir: &Path) -> Output {
             "--format",
             "json",
         ])
+        .args(extra)
+        .env("ENGINE_PLUGIN_CACHE", dir.join("cache"))
         .output()
         .expect("run engine")
 }
@@ -123,5 +131,30 @@ fn a_bad_parameter_fails_only_its_policy() {
             .contains("delete_after_factor"),
         "{doc}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unchanged_plugin_is_compiled_by_the_first_run_only() {
+    let dir = setup("cache", "", None);
+    let origin = |out: &Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("plugin loaded") && l.contains("deactivate-then-delete"))
+            .unwrap_or_else(|| panic!("no load line: {stderr}"))
+            .to_string();
+        (line, serde_json::from_slice::<Value>(&out.stdout).expect("json"))
+    };
+    let verbose = ["-vv"];
+    let (first, plan1) = origin(&check_with(&dir, &verbose));
+    assert!(first.contains("origin=\"compiled\""), "{first}");
+    let (second, plan2) = origin(&check_with(&dir, &verbose));
+    assert!(second.contains("origin=\"cached\""), "{second}");
+    assert_eq!(planned(&plan1), planned(&plan2));
+    // The builtins never need the cache; `off` turns it off.
+    let (third, _) = origin(&check_with(&dir, &["-vv", "--plugin-cache", "off"]));
+    assert!(third.contains("origin=\"compiled\""), "{third}");
     let _ = std::fs::remove_dir_all(&dir);
 }

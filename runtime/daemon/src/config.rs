@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use engine_core::PolicySet;
 use engine_core::policy::{self, PluginSource, PolicyErrors};
 use engine_run::Plugins;
+use engine_run::plugins::Cache;
 
 use crate::Schedule;
 
@@ -75,6 +76,9 @@ pub struct Config {
     /// a change made before the file watcher started is caught by comparing.
     pub fingerprint: Fingerprint,
     pub loaded_at: DateTime<Utc>,
+    /// Where compiled external plugins are kept: a reload of an unchanged
+    /// plugin does not compile it again.
+    pub cache: Option<Cache>,
 }
 
 /// Why a directory cannot be (re)loaded.
@@ -103,8 +107,9 @@ impl std::fmt::Debug for ConfigError {
 
 impl Config {
     /// Load and validate `dir` whole: policies, plugins (sha256 checked,
-    /// compiled), schedules. Blocking: plugins compile on threads.
-    pub fn load(dir: &Path) -> Result<Arc<Config>, ConfigError> {
+    /// compiled, or taken from `cache`), schedules. Blocking: plugins compile
+    /// on threads.
+    pub fn load(dir: &Path, cache: Option<Cache>) -> Result<Arc<Config>, ConfigError> {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let before = fingerprint(&dir, &[]);
         let set = policy::load_dir(&dir).map_err(ConfigError::Policies)?;
@@ -120,7 +125,7 @@ impl Config {
         let mut fingerprint = before;
         fingerprint.extend(plugin_files.iter().map(|p| (p.clone(), stat(p))));
         let mut problems = Vec::new();
-        let plugins = match Plugins::load(&set) {
+        let plugins = match Plugins::load(&set, cache.as_ref()) {
             Ok(p) => Some(p),
             Err(e) => {
                 problems.push(e);
@@ -150,6 +155,7 @@ impl Config {
             digest,
             fingerprint,
             loaded_at: Utc::now(),
+            cache,
         }))
     }
 
@@ -198,7 +204,7 @@ mod tests {
         let d = dir("fingerprint");
         let policy = d.join("rotate.toml");
         std::fs::write(&policy, "[policy.rotate]\nrule = \"cis-1.4\"\n").expect("write");
-        let config = Config::load(&d).expect("loads");
+        let config = Config::load(&d, None).expect("loads");
         assert!(!config.changed_on_disk());
         // Same length, other bytes, a later mtime: what an editor does.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -206,7 +212,7 @@ mod tests {
         assert!(config.changed_on_disk());
         std::fs::write(&policy, "[policy.rotate]\nrule = \"cis-1.4\"\n").expect("back");
         // A new policy file is a change too.
-        let fresh = Config::load(&d).expect("loads");
+        let fresh = Config::load(&d, None).expect("loads");
         std::fs::write(d.join("more.toml"), "").expect("new file");
         assert!(fresh.changed_on_disk());
         let _ = std::fs::remove_dir_all(&d);
@@ -220,7 +226,7 @@ mod tests {
             "[policy.rotate]\nrule = \"cis-1.4\"\n",
         )
         .expect("write");
-        let config = Config::load(&d).expect("loads");
+        let config = Config::load(&d, None).expect("loads");
         assert!(config.concerns(&d.join("rotate.toml")));
         assert!(config.concerns(&d.join("new.toml")));
         assert!(config.concerns(&d.join("..data")));

@@ -649,7 +649,8 @@ impl Daemon {
         }
         notify(&reloading);
         let dir = self.config.dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || Config::load(&dir)).await;
+        let cache = self.config.cache.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&dir, cache)).await;
         notify(&[sd_notify::NotifyState::Ready]);
         let at = Utc::now();
         match loaded {

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use engine_core::Finding;
 use engine_core::plan::{PolicyFailure, Proposal};
 use engine_core::policy::{Policy, PolicySet};
+pub use engine_wasm::cache::Cache;
 use engine_wasm::{Host, Invocation, Plugin, PluginError};
 
 use crate::pipeline::Decider;
@@ -35,10 +36,14 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    /// Compile the plugins of `set`. A plugin that fails to load is kept as
-    /// its error: it fails the policies that use it, not the others.
-    pub fn load(set: &PolicySet) -> Result<Plugins, String> {
-        let host = Host::new().map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
+    /// Compile the plugins of `set` (the builtins come precompiled; external
+    /// ones from `cache` when it has them). A plugin that fails to load is
+    /// kept as its error: it fails the policies that use it, not the others.
+    pub fn load(set: &PolicySet, cache: Option<&Cache>) -> Result<Plugins, String> {
+        let mut host = Host::new().map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
+        if let Some(cache) = cache {
+            host = host.with_cache(cache.clone());
+        }
         // Compile the plugins side by side: compilation is most of a small
         // check's time. A load failure is reported by each policy that uses it.
         let plugins: BTreeMap<String, Result<Plugin, PluginError>> = std::thread::scope(|scope| {
@@ -190,11 +195,11 @@ mod tests {
             .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
             .single()
             .unwrap_or_default();
-        let check = Plugins::load(&set).expect("check plugins");
+        let check = Plugins::load(&set, None).expect("check plugins");
         let check = check.decider(now);
         // A later process (other pid, other clock) in apply mode.
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let apply = Plugins::load(&set).expect("apply plugins");
+        let apply = Plugins::load(&set, None).expect("apply plugins");
         let apply = apply.decider(now);
         let policy = &set.policies[0];
         let findings = [finding("alice", 120), finding("bob", 200)];

@@ -27,7 +27,9 @@
 //! answer (granted kinds, exemptions, blast radius) are not done here but in
 //! [`engine_core::plan::check_proposals`].
 
+pub mod cache;
 mod convert;
+mod engine_config;
 mod files;
 pub mod limits;
 mod output;
@@ -44,7 +46,7 @@ use engine_core::plan::{FailureKind, PolicyFailure, Proposal};
 use engine_core::policy::{PluginConfig, PluginSource, Policy};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
-use wasmtime::{Config, Engine, Store, WasmFeatures};
+use wasmtime::{Engine, Store};
 
 use crate::sandbox::State;
 
@@ -76,6 +78,48 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
             "/deactivate_unused_credentials.wasm"
         ))),
         _ => None,
+    }
+}
+
+/// A shipped plugin precompiled by the build script for the target this
+/// binary was built for, with this host's configuration (empty when the
+/// build could not precompile it).
+fn builtin_precompiled(name: &str) -> Option<&'static [u8]> {
+    let code: &'static [u8] = match name {
+        "delete-expired-keys" => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/delete-expired-keys.cwasm"))
+        }
+        "deactivate-unused-credentials" => include_bytes!(concat!(
+            env!("OUT_DIR"),
+            "/deactivate-unused-credentials.cwasm"
+        )),
+        _ => return None,
+    };
+    Some(code).filter(|b| !b.is_empty())
+}
+
+/// The target triple the host's wasmtime configuration names (the one this
+/// binary was built for; see `engine_config`).
+pub const TARGET: &str = env!("ENGINE_WASM_TARGET");
+
+/// Where a loaded plugin's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A builtin, compiled when the engine was built.
+    Precompiled,
+    /// An external plugin compiled by an earlier process, from the cache.
+    Cached,
+    /// Compiled by this process (then stored in the cache, if there is one).
+    Compiled,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Precompiled => "precompiled",
+            Origin::Cached => "cached",
+            Origin::Compiled => "compiled",
+        }
     }
 }
 
@@ -446,45 +490,19 @@ pub struct Host {
     engine: Engine,
     ticker: Arc<Ticker>,
     compile_timeout: Duration,
-}
-
-/// The wasm features no plugin needs; a plugin using one fails to load.
-fn unneeded_features() -> WasmFeatures {
-    WasmFeatures::MULTI_MEMORY
-        | WasmFeatures::MEMORY64
-        | WasmFeatures::THREADS
-        | WasmFeatures::SHARED_EVERYTHING_THREADS
-        | WasmFeatures::RELAXED_SIMD
-        | WasmFeatures::GC
-        | WasmFeatures::FUNCTION_REFERENCES
-        | WasmFeatures::EXCEPTIONS
-        | WasmFeatures::LEGACY_EXCEPTIONS
-        | WasmFeatures::STACK_SWITCHING
-        | WasmFeatures::CUSTOM_PAGE_SIZES
-        | WasmFeatures::WIDE_ARITHMETIC
-        | WasmFeatures::CM_ASYNC
-        | WasmFeatures::CM_ASYNC_STACKFUL
-        | WasmFeatures::CM_MORE_ASYNC_BUILTINS
-        | WasmFeatures::CM_THREADING
-        | WasmFeatures::CM_ERROR_CONTEXT
-        | WasmFeatures::CM_GC
-        | WasmFeatures::CM_MAP
-        | WasmFeatures::CM64
-        | WasmFeatures::CM_FIXED_LENGTH_LISTS
+    cache: Option<cache::Cache>,
 }
 
 impl Host {
     /// Create the engine (epoch interruption on, unneeded wasm features off)
     /// and start the ticker thread.
     pub fn new() -> Result<Host, PluginError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        config.wasm_features(unneeded_features(), false);
-        let engine = Engine::new(&config).map_err(|e| PluginError::Load {
-            plugin: String::new(),
-            reason: format!("cannot create the wasm engine: {e}"),
-        })?;
+        let engine = engine_config::config(TARGET)
+            .and_then(|config| Engine::new(&config))
+            .map_err(|e| PluginError::Load {
+                plugin: String::new(),
+                reason: format!("cannot create the wasm engine: {e}"),
+            })?;
         let shared: TickShared = Arc::default();
         let ticking = engine.clone();
         let thread_shared = shared.clone();
@@ -500,7 +518,22 @@ impl Host {
             engine,
             ticker: Arc::new(Ticker { shared }),
             compile_timeout: limits::COMPILE_TIMEOUT,
+            cache: None,
         })
+    }
+
+    /// The same host, keeping the machine code of external plugins in
+    /// `cache` so that the next process loading the same file (same sha256,
+    /// same engine) does not compile it again. See [`cache`].
+    pub fn with_cache(mut self, cache: cache::Cache) -> Host {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The wasmtime engine (tests make artifacts with it).
+    #[doc(hidden)]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The same host with another compile deadline (tests).
@@ -522,13 +555,16 @@ impl Host {
             reason,
         };
         let owned;
-        let bytes: &[u8] = match &cfg.source {
-            PluginSource::Builtin => builtin(&cfg.name).ok_or_else(|| {
-                load_err(format!(
-                    "there is no builtin plugin of that name (builtin: delete-expired-keys, deactivate-unused-credentials); give [plugin.{}] a source = \"path.wasm\" and its sha256",
-                    cfg.name
-                ))
-            })?,
+        let (bytes, machine_code): (&[u8], MachineCode) = match &cfg.source {
+            PluginSource::Builtin => (
+                builtin(&cfg.name).ok_or_else(|| {
+                    load_err(format!(
+                        "there is no builtin plugin of that name (builtin: delete-expired-keys, deactivate-unused-credentials); give [plugin.{}] a source = \"path.wasm\" and its sha256",
+                        cfg.name
+                    ))
+                })?,
+                builtin_precompiled(&cfg.name).map_or(MachineCode::None, MachineCode::Precompiled),
+            ),
             PluginSource::File { path, sha256 } => {
                 owned = files::read_bounded(path, limits::MAX_PLUGIN_FILE_BYTES).map_err(
                     |e| match e {
@@ -558,14 +594,37 @@ impl Host {
                         cfg.name
                     )));
                 }
-                &owned
+                (&owned[..], MachineCode::Cache(actual))
             }
         };
-        self.load_bytes(cfg, bytes)
+        self.load_with(cfg, bytes, machine_code)
     }
 
-    /// [`Host::load`] from bytes already in memory (the source in `cfg` is ignored).
+    /// [`Host::load`] from bytes already in memory (the source in `cfg` is
+    /// ignored), compiled here.
     pub fn load_bytes(&self, cfg: &PluginConfig, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        self.load_with(cfg, bytes, MachineCode::None)
+    }
+
+    /// [`Host::load_bytes`], with machine code made earlier for `bytes`
+    /// (`Component::serialize` or `Engine::precompile_component`): used if
+    /// wasmtime accepts it for this engine, else `bytes` are compiled.
+    #[doc(hidden)]
+    pub fn load_precompiled(
+        &self,
+        cfg: &PluginConfig,
+        bytes: &[u8],
+        machine_code: &[u8],
+    ) -> Result<Plugin, PluginError> {
+        self.load_with(cfg, bytes, MachineCode::Precompiled(machine_code))
+    }
+
+    fn load_with(
+        &self,
+        cfg: &PluginConfig,
+        bytes: &[u8],
+        machine_code: MachineCode<'_>,
+    ) -> Result<Plugin, PluginError> {
         let name = cfg.name.clone();
         let load_err = |reason: String| PluginError::Load {
             plugin: name.clone(),
@@ -592,9 +651,18 @@ impl Host {
             Err(scan::ScanError::Exceeded(e)) => return Err(too_large(e)),
             Err(scan::ScanError::Malformed(e)) => return Err(not_a_component(&e)),
         }
-        let component = self
-            .compile(&name, bytes)?
-            .map_err(|e| not_a_component(&e.root_cause()))?;
+        let (component, origin) = match self.reuse(&name, &machine_code) {
+            Some(found) => found,
+            None => {
+                let component = self
+                    .compile(&name, bytes)?
+                    .map_err(|e| not_a_component(&e.root_cause()))?;
+                if let (MachineCode::Cache(sha256), Some(cache)) = (&machine_code, &self.cache) {
+                    cache.put(&self.engine, sha256, &component);
+                }
+                (component, Origin::Compiled)
+            }
+        };
         // The memories and tables of every instance the component creates,
         // nested components instantiated several times included.
         let required = component.resources_required().ok_or_else(|| {
@@ -644,6 +712,7 @@ impl Host {
                     "it does not export {DECIDE_INTERFACE}@{CONTRACT_VERSION}#decide"
                 ))
             })?;
+        tracing::debug!(plugin = %name, origin = origin.as_str(), "plugin loaded");
         Ok(Plugin {
             name: cfg.name.clone(),
             timeout_ms: cfg.timeout_ms,
@@ -652,7 +721,35 @@ impl Host {
             pre,
             decide,
             ticker: self.ticker.clone(),
+            origin,
         })
+    }
+
+    /// Machine code made earlier for the plugin, if wasmtime accepts it for
+    /// this engine (same wasmtime version, compatible configuration).
+    fn reuse(&self, plugin: &str, machine_code: &MachineCode<'_>) -> Option<(Component, Origin)> {
+        match machine_code {
+            MachineCode::None => None,
+            MachineCode::Precompiled(code) => {
+                // SAFETY: the bytes were made by `Engine::precompile_component`
+                // (the build script, from the shipped plugin, embedded in
+                // this binary) or by `Component::serialize` (tests); wasmtime
+                // checks its version and the engine's configuration against
+                // the artifact's and refuses it on any mismatch.
+                match unsafe { Component::deserialize(&self.engine, code) } {
+                    Ok(c) => Some((c, Origin::Precompiled)),
+                    Err(e) => {
+                        tracing::debug!(plugin, error = %e, "precompiled plugin not usable by this engine; compiling it");
+                        None
+                    }
+                }
+            }
+            MachineCode::Cache(sha256) => self
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.get(&self.engine, sha256))
+                .map(|c| (c, Origin::Cached)),
+        }
     }
 
     /// Compile on a thread of its own, waiting at most the compile deadline.
@@ -703,6 +800,16 @@ pub struct Plugin {
     /// `engine:plugin/decide@0.1.0#decide`.
     decide: ComponentExportIndex,
     ticker: Arc<Ticker>,
+    origin: Origin,
+}
+
+/// Machine code that may spare compiling a plugin.
+enum MachineCode<'a> {
+    None,
+    /// Made for this plugin by the build script (or a test).
+    Precompiled(&'a [u8]),
+    /// Look in the host's cache under the plugin's sha256.
+    Cache(String),
 }
 
 impl std::fmt::Debug for Plugin {
@@ -733,6 +840,11 @@ impl Plugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where its machine code came from.
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// Run the plugin on a policy's findings, in a fresh store.

@@ -15,8 +15,9 @@ use engine_core::policy::{
     self, BUILTIN_PLUGINS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, EXTERNAL_DEFAULT_ALLOW,
     PluginConfig, PluginSource, Policy, Rule,
 };
+use engine_wasm::cache::Cache;
 use engine_wasm::{
-    Decision, FileKind, Host, Invocation, LoadLimit, LogLevel, Plugin, PluginError, limits,
+    Decision, FileKind, Host, Invocation, LoadLimit, LogLevel, Origin, Plugin, PluginError, limits,
 };
 use sha2::{Digest, Sha256};
 
@@ -1152,4 +1153,166 @@ fn a_function_just_under_the_body_cap_compiles_within_the_deadline() {
     let plugin = plugin.unwrap_or_else(|e| panic!("refused: {e}"));
     assert!(took < limits::COMPILE_TIMEOUT);
     assert!(decide(&plugin, &policy(""), &findings()).is_ok());
+}
+
+// ---- machine code made before the run: precompiled builtins, the cache ----
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("engine-wasm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn proposals_of(plugin: &Plugin) -> Vec<(u32, ActionKind)> {
+    kinds(
+        &decide(plugin, &policy(""), &findings())
+            .expect("decides")
+            .proposals,
+    )
+}
+
+#[test]
+fn builtins_are_precompiled_and_decide_as_compiled_ones() {
+    for name in ["delete-expired-keys", "deactivate-unused-credentials"] {
+        let pre = load(&builtin(name));
+        assert_eq!(pre.origin(), Origin::Precompiled, "{name}");
+        // The same component compiled here answers the same.
+        let bytes = engine_wasm::builtin(name).expect("builtin");
+        let compiled = host().load_bytes(&builtin(name), bytes).expect("compiles");
+        assert_eq!(compiled.origin(), Origin::Compiled);
+        assert_eq!(proposals_of(&pre), proposals_of(&compiled), "{name}");
+    }
+}
+
+#[test]
+fn machine_code_this_engine_cannot_use_is_compiled_instead() {
+    let cfg = builtin("delete-expired-keys");
+    let bytes = engine_wasm::builtin("delete-expired-keys").expect("builtin");
+    // Made by an engine with other settings (no epoch interruption: its
+    // code would not stop at the timeout).
+    let mut other = wasmtime::Config::new();
+    other.wasm_component_model(true);
+    let other = wasmtime::Engine::new(&other).expect("engine");
+    let foreign = other.precompile_component(bytes).expect("precompiles");
+    // The same bytes as this host makes them: accepted.
+    let ours = host()
+        .engine()
+        .precompile_component(bytes)
+        .expect("precompiles");
+    for (code, expect) in [
+        (&foreign[..], Origin::Compiled),
+        (b"not machine code".as_slice(), Origin::Compiled),
+        (&ours[..], Origin::Precompiled),
+    ] {
+        let plugin = host()
+            .load_precompiled(&cfg, bytes, code)
+            .expect("loads either way");
+        assert_eq!(plugin.origin(), expect);
+        assert_eq!(proposals_of(&plugin), proposals_of(default_plugin()));
+    }
+}
+
+#[test]
+fn an_external_plugin_is_compiled_once_then_taken_from_the_cache() {
+    let dir = scratch("cache");
+    let cfg = external(
+        "deactivate_then_delete",
+        DEFAULT_TIMEOUT_MS,
+        DEFAULT_MEMORY_MB,
+    );
+    let cached_host = || Host::new().expect("host").with_cache(Cache::new(&dir));
+
+    let first = cached_host().load(&cfg).expect("loads");
+    assert_eq!(first.origin(), Origin::Compiled);
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("cache dir made")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let PluginSource::File { sha256, .. } = &cfg.source else {
+        unreachable!()
+    };
+    let name = entries[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    assert!(
+        name.starts_with(&format!("{sha256}-")) && name.ends_with(".cwasm"),
+        "{name}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&entries[0]), 0o600);
+    }
+
+    // Another process (another host) finds it; the answer is the same.
+    let second = cached_host().load(&cfg).expect("loads");
+    assert_eq!(second.origin(), Origin::Cached);
+    assert_eq!(proposals_of(&second), proposals_of(&first));
+
+    // Without the cache, the same file is compiled.
+    assert_eq!(host().load(&cfg).expect("loads").origin(), Origin::Compiled);
+
+    // A damaged entry is compiled anew (and replaced).
+    std::fs::write(&entries[0], b"garbage").expect("damage");
+    let third = cached_host().load(&cfg).expect("loads");
+    assert_eq!(third.origin(), Origin::Compiled);
+    assert_eq!(proposals_of(&third), proposals_of(&first));
+    assert_eq!(
+        cached_host().load(&cfg).expect("loads").origin(),
+        Origin::Cached
+    );
+
+    // Another plugin file is another entry.
+    let other = external(
+        "testdata_denied_kind",
+        DEFAULT_TIMEOUT_MS,
+        DEFAULT_MEMORY_MB,
+    );
+    assert_eq!(
+        cached_host().load(&other).expect("loads").origin(),
+        Origin::Compiled
+    );
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cache_others_can_write_to_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("cache-open");
+    let cfg = external(
+        "deactivate_then_delete",
+        DEFAULT_TIMEOUT_MS,
+        DEFAULT_MEMORY_MB,
+    );
+    let cached_host = || Host::new().expect("host").with_cache(Cache::new(&dir));
+    assert_eq!(
+        cached_host().load(&cfg).expect("loads").origin(),
+        Origin::Compiled
+    );
+    assert_eq!(
+        cached_host().load(&cfg).expect("loads").origin(),
+        Origin::Cached
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // Anyone could have put machine code there: compiled, never loaded.
+    let plugin = cached_host().load(&cfg).expect("loads");
+    assert_eq!(plugin.origin(), Origin::Compiled);
+    // A cache path that is a file is no cache either, and no error.
+    let file = scratch("cache-file");
+    std::fs::write(&file, b"x").expect("file");
+    let plugin = Host::new()
+        .expect("host")
+        .with_cache(Cache::new(&file))
+        .load(&cfg)
+        .expect("loads");
+    assert_eq!(plugin.origin(), Origin::Compiled);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&file);
 }
