@@ -75,6 +75,42 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 /// Default linear-memory limit of a plugin.
 pub const DEFAULT_MEMORY_MB: u64 = 64;
 
+/// What a plugin may cost to compile, checked before it is compiled: the
+/// caps that keep a hostile file from making the compiler spend minutes and
+/// gigabytes. The defaults fit compiled languages (Rust, C, Go) with a wide
+/// margin; a plugin that carries an interpreter (Python, JavaScript) needs
+/// them raised in its `[plugin.NAME]` table, which `engine plugin inspect`
+/// prints ready to paste.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadBounds {
+    /// `max_file_mb`: size of the `.wasm` file.
+    pub max_file_mb: u64,
+    /// `max_function_kb`: size of its largest function body.
+    pub max_function_kb: u64,
+    /// `max_functions`: function bodies, all its modules together.
+    pub max_functions: u64,
+}
+
+impl LoadBounds {
+    pub const DEFAULT: LoadBounds = LoadBounds {
+        max_file_mb: 8,
+        max_function_kb: 128,
+        max_functions: 20_000,
+    };
+    /// The most a policy may raise them to.
+    pub const CEILING: LoadBounds = LoadBounds {
+        max_file_mb: 256,
+        max_function_kb: 8192,
+        max_functions: 1_000_000,
+    };
+}
+
+impl Default for LoadBounds {
+    fn default() -> LoadBounds {
+        LoadBounds::DEFAULT
+    }
+}
+
 /// The plugins shipped inside the binary and the action kinds each is granted by default.
 pub const BUILTIN_PLUGINS: &[(&str, &[ActionKind])] = &[
     (
@@ -174,6 +210,8 @@ pub struct PluginConfig {
     pub source: PluginSource,
     pub timeout_ms: u64,
     pub memory_mb: u64,
+    /// Caps checked before the plugin is compiled.
+    pub bounds: LoadBounds,
     /// Action kinds the plugin may ask for.
     pub allow: Vec<ActionKind>,
     pub origin: Option<Origin>,
@@ -526,6 +564,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
                         source: PluginSource::Builtin,
                         timeout_ms: DEFAULT_TIMEOUT_MS,
                         memory_mb: DEFAULT_MEMORY_MB,
+                        bounds: LoadBounds::DEFAULT,
                         allow: allow.to_vec(),
                         origin: None,
                     },
@@ -1604,6 +1643,8 @@ impl FileCtx<'_> {
         let mut sha256: Option<(String, Range<usize>)> = None;
         let mut timeout_ms = DEFAULT_TIMEOUT_MS;
         let mut memory_mb = DEFAULT_MEMORY_MB;
+        let mut bounds = LoadBounds::DEFAULT;
+        let ceiling = LoadBounds::CEILING;
         let mut allow: Option<Vec<ActionKind>> = None;
         for (k, v) in table.iter() {
             let key = k.get_ref().as_ref();
@@ -1618,6 +1659,21 @@ impl FileCtx<'_> {
                 "memory_mb" => {
                     if let Some(n) = self.integer(key, v, 1..4097) {
                         memory_mb = n as u64;
+                    }
+                }
+                "max_file_mb" => {
+                    if let Some(n) = self.integer(key, v, 1..ceiling.max_file_mb as i64 + 1) {
+                        bounds.max_file_mb = n as u64;
+                    }
+                }
+                "max_function_kb" => {
+                    if let Some(n) = self.integer(key, v, 1..ceiling.max_function_kb as i64 + 1) {
+                        bounds.max_function_kb = n as u64;
+                    }
+                }
+                "max_functions" => {
+                    if let Some(n) = self.integer(key, v, 1..ceiling.max_functions as i64 + 1) {
+                        bounds.max_functions = n as u64;
                     }
                 }
                 "allow" => {
@@ -1734,6 +1790,7 @@ impl FileCtx<'_> {
             source: src,
             timeout_ms,
             memory_mb,
+            bounds,
             allow,
             origin: Some(Origin {
                 file: self.path.to_path_buf(),
@@ -1815,7 +1872,16 @@ fn valid_region(s: &str) -> bool {
             .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-const PLUGIN_KEYS: &[&str] = &["source", "sha256", "timeout_ms", "memory_mb", "allow"];
+const PLUGIN_KEYS: &[&str] = &[
+    "source",
+    "sha256",
+    "timeout_ms",
+    "memory_mb",
+    "max_file_mb",
+    "max_function_kb",
+    "max_functions",
+    "allow",
+];
 
 /// The useful part of the cron crate's error, which echoes the input and a caret.
 fn cron_detail(expr: &str, e: &cron::error::Error) -> String {

@@ -263,3 +263,38 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_plugin_table_may_raise_its_load_bounds_up_to_the_ceiling() {
+    let sha = "a".repeat(64);
+    let text = format!(
+        "[policy.p]\nrule = \"cis-1.4\"\naction = \"py\"\n\n[plugin.py]\nsource = \"py.wasm\"\nsha256 = \"{sha}\"\nmax_file_mb = 24\nmax_function_kb = 512\nmax_functions = 60000\n"
+    );
+    let set = policy::validate(vec![file("a.toml", &text)]).unwrap();
+    let bounds = set.plugin("py").unwrap().bounds;
+    assert_eq!(
+        bounds,
+        policy::LoadBounds {
+            max_file_mb: 24,
+            max_function_kb: 512,
+            max_functions: 60_000
+        }
+    );
+    // Defaults when absent; the builtin keeps them too.
+    let set = policy::validate(vec![file("b.toml", "[policy.p]\nrule = \"cis-1.4\"\n")]).unwrap();
+    assert_eq!(
+        set.plugin("delete-expired-keys").unwrap().bounds,
+        policy::LoadBounds::DEFAULT
+    );
+    // Past the ceiling, zero, or not a number: each is reported.
+    let bad = format!(
+        "[policy.p]\nrule = \"cis-1.4\"\naction = \"py\"\n\n[plugin.py]\nsource = \"py.wasm\"\nsha256 = \"{sha}\"\nmax_file_mb = 257\nmax_function_kb = 0\nmax_functions = \"many\"\n"
+    );
+    let err = policy::validate(vec![file("c.toml", &bad)]).unwrap_err();
+    assert_eq!(
+        err.codes(),
+        vec!["invalid-value", "invalid-value", "wrong-type"],
+        "{}",
+        err.render_plain()
+    );
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use engine_core::finding::{Basis, Credential, Finding};
-use engine_core::policy::{self, PluginConfig, PluginSource, Rule};
+use engine_core::policy::{self, LoadBounds, PluginConfig, PluginSource, Rule};
 use engine_wasm::{Host, Invocation};
 
 fn main() {
@@ -19,6 +19,7 @@ fn cfg() -> PluginConfig {
         source: PluginSource::Builtin,
         timeout_ms: 1000,
         memory_mb: 64,
+        bounds: LoadBounds::DEFAULT,
         allow: Vec::new(),
         origin: None,
     }

@@ -141,7 +141,7 @@ pub enum PluginError {
     },
     /// Over one of the bounds checked before compiling (see [`limits`]).
     #[error(
-        "plugin {plugin:?} was refused before compiling: its {what} is {actual}, over the limit of {limit}"
+        "plugin {plugin:?} was refused before compiling: its {what} is {actual}, over the limit of {limit}{}", what.hint(plugin)
     )]
     TooLarge {
         plugin: String,
@@ -252,6 +252,27 @@ pub enum LoadLimit {
     Memories,
     /// [`limits::MAX_TABLES`]
     Tables,
+}
+
+impl LoadLimit {
+    /// The `[plugin.NAME]` key that raises this limit, if a policy may.
+    pub fn key(self) -> Option<&'static str> {
+        match self {
+            LoadLimit::FileBytes => Some("max_file_mb"),
+            LoadLimit::FunctionBodyBytes => Some("max_function_kb"),
+            LoadLimit::Functions => Some("max_functions"),
+            _ => None,
+        }
+    }
+
+    fn hint(self, plugin: &str) -> String {
+        match self.key() {
+            Some(key) => format!(
+                "; if you trust this plugin, raise {key} in [plugin.{plugin}] (`engine plugin inspect FILE` prints the values it needs)"
+            ),
+            None => String::new(),
+        }
+    }
 }
 
 impl std::fmt::Display for LoadLimit {
@@ -566,7 +587,9 @@ impl Host {
                 builtin_precompiled(&cfg.name).map_or(MachineCode::None, MachineCode::Precompiled),
             ),
             PluginSource::File { path, sha256 } => {
-                owned = files::read_bounded(path, limits::MAX_PLUGIN_FILE_BYTES).map_err(
+                let max_bytes = usize::try_from(scan::Caps::of(&cfg.bounds).file_bytes)
+                    .unwrap_or(usize::MAX);
+                owned = files::read_bounded(path, max_bytes).map_err(
                     |e| match e {
                         files::ReadError::NotAFile(found) => PluginError::NotAFile {
                             plugin: cfg.name.clone(),
@@ -577,7 +600,7 @@ impl Host {
                             plugin: cfg.name.clone(),
                             what: LoadLimit::FileBytes,
                             actual,
-                            limit: limits::MAX_PLUGIN_FILE_BYTES as u64,
+                            limit: max_bytes as u64,
                         },
                         files::ReadError::Io(e) => load_err(format!(
                             "cannot read {}: {e}; check [plugin.{}] source",
@@ -646,7 +669,7 @@ impl Host {
                 "not a valid WebAssembly component ({e}); build it for the wasm32-wasip2 target with engine-plugin-sdk"
             ))
         };
-        match scan::scan(bytes) {
+        match scan::scan(bytes, &scan::Caps::of(&cfg.bounds)) {
             Ok(_) => {}
             Err(scan::ScanError::Exceeded(e)) => return Err(too_large(e)),
             Err(scan::ScanError::Malformed(e)) => return Err(not_a_component(&e)),

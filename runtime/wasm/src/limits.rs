@@ -76,20 +76,27 @@
 
 use std::time::Duration;
 
-/// Largest plugin file (or builtin) accepted, in bytes.
-pub const MAX_PLUGIN_FILE_BYTES: usize = 8 << 20;
-/// Largest function body, in bytes (instructions and locals).
-pub const MAX_FUNCTION_BODY_BYTES: usize = 128 << 10;
+use engine_core::policy::LoadBounds;
+
+/// Largest plugin file (or builtin) accepted by default, in bytes
+/// (`max_file_mb` of the plugin's table raises it).
+pub const MAX_PLUGIN_FILE_BYTES: usize = (LoadBounds::DEFAULT.max_file_mb as usize) << 20;
+/// Largest function body by default, in bytes (instructions and locals;
+/// `max_function_kb` raises it).
+pub const MAX_FUNCTION_BODY_BYTES: usize = (LoadBounds::DEFAULT.max_function_kb as usize) << 10;
 /// Most locals one function may declare.
 pub const MAX_FUNCTION_LOCALS: usize = 10_000;
-/// Most function bodies, all core modules together.
-pub const MAX_FUNCTIONS: usize = 20_000;
-/// Most core modules in a component (nested ones included).
-pub const MAX_MODULES: usize = 16;
-/// Most components nested in a plugin.
-pub const MAX_NESTED_COMPONENTS: usize = 16;
-/// Most core instances a plugin creates.
-pub const MAX_INSTANCES: usize = 32;
+/// Most function bodies by default, all core modules together
+/// (`max_functions` raises it).
+pub const MAX_FUNCTIONS: usize = LoadBounds::DEFAULT.max_functions as usize;
+/// Most core modules in a component (nested ones included). A Python
+/// plugin built by componentize-py has 38.
+pub const MAX_MODULES: usize = 64;
+/// Most components nested in a plugin. A JavaScript plugin built on
+/// QuickJS has 24.
+pub const MAX_NESTED_COMPONENTS: usize = 32;
+/// Most core instances a plugin creates. A Python plugin has 38.
+pub const MAX_INSTANCES: usize = 64;
 /// Most linear memories a plugin creates, all instances together.
 pub const MAX_MEMORIES: usize = 4;
 /// Most tables a plugin creates, all instances together.

@@ -10,7 +10,35 @@
 
 use wasmparser::{Instance, Parser, Payload};
 
+use engine_core::policy::LoadBounds;
+
 use crate::limits;
+
+/// The caps a scan checks: the fixed ones of [`crate::limits`] and the
+/// plugin's own [`LoadBounds`] (its `[plugin.NAME]` table may raise those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub file_bytes: u64,
+    pub function_body_bytes: u64,
+    pub functions: u64,
+}
+
+impl Caps {
+    /// The caps of a plugin with these bounds.
+    pub fn of(bounds: &LoadBounds) -> Caps {
+        Caps {
+            file_bytes: bounds.max_file_mb.saturating_mul(1 << 20),
+            function_body_bytes: bounds.max_function_kb.saturating_mul(1 << 10),
+            functions: bounds.max_functions,
+        }
+    }
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps::of(&LoadBounds::DEFAULT)
+    }
+}
 
 /// What a component holds, summed over all its (nested) modules and components.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,22 +81,22 @@ pub enum ScanError {
 }
 
 impl Stats {
-    /// The first cap of [`crate::limits`] these stats break, if any.
-    pub fn exceeded(&self) -> Option<Exceeded> {
+    /// The first cap these stats break, if any.
+    pub fn exceeded(&self, caps: &Caps) -> Option<Exceeded> {
         use crate::LoadLimit as L;
         let checks = [
-            (L::FileBytes, self.bytes, limits::MAX_PLUGIN_FILE_BYTES),
+            (L::FileBytes, self.bytes, caps.file_bytes as usize),
             (
                 L::FunctionBodyBytes,
                 self.max_function_body_bytes,
-                limits::MAX_FUNCTION_BODY_BYTES,
+                caps.function_body_bytes as usize,
             ),
             (
                 L::FunctionLocals,
                 self.max_function_locals,
                 limits::MAX_FUNCTION_LOCALS,
             ),
-            (L::Functions, self.functions, limits::MAX_FUNCTIONS),
+            (L::Functions, self.functions, caps.functions as usize),
             (L::Modules, self.modules, limits::MAX_MODULES),
             (
                 L::Components,
@@ -97,13 +125,13 @@ impl Stats {
 /// Walk a component's structure and check it against the caps.
 ///
 /// Stops at the first cap broken, so a hostile file costs at most one pass
-/// over [`limits::MAX_PLUGIN_FILE_BYTES`].
-pub fn scan(bytes: &[u8]) -> Result<Stats, ScanError> {
+/// over `caps.file_bytes`.
+pub fn scan(bytes: &[u8], caps: &Caps) -> Result<Stats, ScanError> {
     let mut s = Stats {
         bytes: bytes.len() as u64,
         ..Stats::default()
     };
-    if let Some(e) = s.exceeded() {
+    if let Some(e) = s.exceeded(caps) {
         return Err(ScanError::Exceeded(e));
     }
     let malformed = |e: wasmparser::BinaryReaderError| ScanError::Malformed(e.to_string());
@@ -133,7 +161,7 @@ pub fn scan(bytes: &[u8]) -> Result<Stats, ScanError> {
             }
             _ => {}
         }
-        if let Some(e) = s.exceeded() {
+        if let Some(e) = s.exceeded(caps) {
             return Err(ScanError::Exceeded(e));
         }
     }

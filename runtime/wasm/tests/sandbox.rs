@@ -13,7 +13,7 @@ use engine_core::finding::{Basis, Credential, Finding, Protection};
 use engine_core::plan::{self, ActionKind, DenyReason, FailureKind, Grants, Proposal};
 use engine_core::policy::{
     self, BUILTIN_PLUGINS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, EXTERNAL_DEFAULT_ALLOW,
-    PluginConfig, PluginSource, Policy, Rule,
+    LoadBounds, PluginConfig, PluginSource, Policy, Rule,
 };
 use engine_wasm::cache::Cache;
 use engine_wasm::{
@@ -47,6 +47,7 @@ fn external(file: &str, timeout_ms: u64, memory_mb: u64) -> PluginConfig {
         source: PluginSource::File { path, sha256 },
         timeout_ms,
         memory_mb,
+        bounds: LoadBounds::DEFAULT,
         allow: EXTERNAL_DEFAULT_ALLOW.to_vec(),
         origin: None,
     }
@@ -63,6 +64,7 @@ fn builtin(name: &str) -> PluginConfig {
         source: PluginSource::Builtin,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         memory_mb: DEFAULT_MEMORY_MB,
+        bounds: LoadBounds::DEFAULT,
         allow,
         origin: None,
     }
@@ -671,6 +673,7 @@ fn load_file(tag: &str, bytes: &[u8], memory_mb: u64) -> Result<Plugin, PluginEr
         source: PluginSource::File { path, sha256 },
         timeout_ms: 5000,
         memory_mb,
+        bounds: LoadBounds::DEFAULT,
         allow: EXTERNAL_DEFAULT_ALLOW.to_vec(),
         origin: None,
     })
@@ -747,16 +750,16 @@ fn peak_memory_is_the_total_of_all_memories() {
 }
 
 #[test]
-fn forty_instances_are_refused_at_load() {
-    match load_file("many-instances-40", &many_memories(40, 0), 64).unwrap_err() {
+fn eighty_instances_are_refused_at_load() {
+    match load_file("many-instances-80", &many_memories(80, 0), 64).unwrap_err() {
         PluginError::TooLarge {
             what: LoadLimit::Instances,
             actual,
             limit,
             ..
         } => {
-            // Counted up to where the scan stopped: 40 + the memory instance.
-            assert!(actual > 40, "{actual}");
+            // Counted up to where the scan stopped, past the cap.
+            assert!(actual > limits::MAX_INSTANCES as u64, "{actual}");
             assert_eq!(limit, limits::MAX_INSTANCES as u64);
         }
         other => panic!("expected TooLarge(Instances), got {other:?}"),
@@ -857,7 +860,9 @@ fn a_compile_past_its_deadline_is_abandoned_with_a_typed_error() {
         .expect("host")
         .with_compile_timeout(Duration::from_millis(1));
     let start = Instant::now();
-    match impatient.load(&builtin("delete-expired-keys")) {
+    // From its file: the builtin itself comes precompiled and is not compiled.
+    let cfg = external("delete_expired_keys", DEFAULT_TIMEOUT_MS, DEFAULT_MEMORY_MB);
+    match impatient.load(&cfg) {
         Err(PluginError::CompileTimeout { limit_ms, .. }) => assert_eq!(limit_ms, 1),
         other => panic!("expected CompileTimeout, got {other:?}"),
     }
@@ -869,7 +874,8 @@ fn a_compile_past_its_deadline_is_abandoned_with_a_typed_error() {
 fn shipped_plugins_are_well_within_the_load_limits() {
     for (name, _) in BUILTIN_PLUGINS {
         let bytes = engine_wasm::builtin(name).expect("embedded");
-        let stats = engine_wasm::scan::scan(bytes).unwrap_or_else(|_| panic!("{name} refused"));
+        let stats = engine_wasm::scan::scan(bytes, &Default::default())
+            .unwrap_or_else(|_| panic!("{name} refused"));
         println!("{name}: {stats:?}");
         assert!(
             stats.bytes * 8 <= limits::MAX_PLUGIN_FILE_BYTES as u64,
@@ -906,6 +912,7 @@ fn file_cfg(tag: &str, path: PathBuf) -> PluginConfig {
         },
         timeout_ms: 1000,
         memory_mb: 64,
+        bounds: LoadBounds::DEFAULT,
         allow: EXTERNAL_DEFAULT_ALLOW.to_vec(),
         origin: None,
     }
@@ -1315,4 +1322,51 @@ fn a_cache_others_can_write_to_is_not_used() {
     assert_eq!(plugin.origin(), Origin::Compiled);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_plugins_own_bounds_are_what_the_scan_checks() {
+    // The default plugin, loaded from its file: 217 functions, its largest
+    // body 5.8 KB. Bounds below those refuse it, naming the key to raise.
+    let base = external("delete_expired_keys", DEFAULT_TIMEOUT_MS, DEFAULT_MEMORY_MB);
+    let with = |bounds: LoadBounds| PluginConfig {
+        bounds,
+        ..base.clone()
+    };
+    let tight_body = LoadBounds {
+        max_function_kb: 4,
+        ..LoadBounds::DEFAULT
+    };
+    match host().load(&with(tight_body)).unwrap_err() {
+        e @ PluginError::TooLarge {
+            what: LoadLimit::FunctionBodyBytes,
+            limit: 4096,
+            ..
+        } => assert!(
+            e.to_string()
+                .contains("raise max_function_kb in [plugin.delete-expired-keys]"),
+            "{e}"
+        ),
+        other => panic!("expected TooLarge(FunctionBodyBytes), got {other:?}"),
+    }
+    let few_functions = LoadBounds {
+        max_functions: 100,
+        ..LoadBounds::DEFAULT
+    };
+    assert!(matches!(
+        host().load(&with(few_functions)).unwrap_err(),
+        PluginError::TooLarge {
+            what: LoadLimit::Functions,
+            limit: 100,
+            ..
+        }
+    ));
+    // Raised (or just enough), it loads and decides.
+    let enough = LoadBounds {
+        max_function_kb: 8,
+        max_functions: 300,
+        max_file_mb: 1,
+    };
+    let plugin = host().load(&with(enough)).expect("loads");
+    assert_eq!(proposals_of(&plugin), proposals_of(default_plugin()));
 }
