@@ -928,14 +928,9 @@ impl Plugin {
             plugin: self.name.clone(),
             reason,
         };
-        let proposals = match &answer {
-            Ok(list) => {
-                output::actions(&mut store, list, findings.len(), limit_bytes).map_err(invalid)?
-            }
-            Err(message) => {
-                let message = output::Reader::new(limit_bytes)
-                    .string(&store, message, limits::MAX_ERROR_BYTES, "its error")
-                    .map_err(invalid)?;
+        let proposals = match answer {
+            Ok(list) => output::actions(list, findings.len()).map_err(invalid)?,
+            Err(output::Capped(message)) => {
                 return Err(PluginError::Failed {
                     plugin: self.name.clone(),
                     message,
@@ -991,6 +986,15 @@ impl Plugin {
                     },
                     // Lowering its arguments (its realloc) or lifting its
                     // answer (out of bounds, malformed, too large to read).
+                    Phase::Call if reason.contains("fuel allocated for hostcalls") => {
+                        PluginError::InvalidOutput {
+                            plugin: self.name.clone(),
+                            reason: format!(
+                                "its answer is larger than memory_mb = {} MiB (its actions and strings, each counted whole; an answer may not repeat a large string)",
+                                self.memory_mb
+                            ),
+                        }
+                    }
                     Phase::Call => PluginError::InvalidOutput {
                         plugin: self.name.clone(),
                         reason: format!("its answer could not be read: {reason}"),

@@ -37,18 +37,18 @@
 //!
 //! # What the host copies out of a plugin
 //!
-//! The answer is read lazily out of the plugin's memory: the number of
-//! actions is checked before any is read, each string is looked at in place
-//! and only its first [`MAX_REASON_BYTES`] / [`MAX_ERROR_BYTES`] are copied,
-//! and the strings of one answer may add up to at most `memory_mb` bytes (a
-//! list whose strings all point at the same large region is refused, not
-//! copied over and over). A log line is likewise looked at in place and only
-//! its first [`MAX_LOG_LINE_BYTES`] are copied; lines past
-//! [`MAX_LOG_LINES`] are not looked at at all. So besides the plugin's own
-//! memories and tables (at most `memory_mb`), the host holds at most a few
-//! KiB per action and per log line of a call. (For a plugin that declares
-//! UTF-16 strings, which Rust never does, a string is transcoded before it is
-//! cut: at most one such string, at most the plugin's memory, at a time.)
+//! The answer is lifted when the call returns, before wasmtime calls the
+//! plugin's `post-return` (which frees it): wasmtime's hostcall fuel, set to
+//! `memory_mb` bytes per call, counts the action list and every string at
+//! its full length before anything is copied, so an answer that adds up to
+//! more (a list whose strings all point at the same large region, say) is
+//! refused, not copied over and over. Each string is looked at in place and
+//! only its first [`MAX_REASON_BYTES`] / [`MAX_ERROR_BYTES`] are copied
+//! (`output::Capped`). A log line is likewise looked at in place during the
+//! `log` call and only its first [`MAX_LOG_LINE_BYTES`] are copied; lines
+//! past [`MAX_LOG_LINES`] are not looked at at all. So besides the plugin's
+//! own memories and tables (at most `memory_mb`), the host holds at most a
+//! few KiB per action and per log line of a call.
 //!
 //! # Why these numbers
 //!

@@ -1,21 +1,115 @@
 //! Reading a plugin's answer out of its memory without trusting its size.
 //!
-//! wasmtime's `bindgen!` types lift the whole answer at once: every string is
-//! copied into a host `String` before the host can look at it. A list of
-//! 1,000 actions whose reasons all point at the same 60 MiB region of the
-//! plugin's memory would be copied 1,000 times. Here the answer is lifted as
-//! [`WasmList`]/[`WasmStr`] (bounds-checked handles into the plugin's
-//! memory, nothing copied): the number of actions is checked before any is
-//! read, each string is looked at in place, only its first bytes up to the
-//! cap are copied, and all the strings of one answer together may be at most
-//! a budget (`memory_mb`) long.
+//! wasmtime lifts the answer when the call returns and then at once calls
+//! the plugin's `post-return`, where the plugin frees (and its allocator may
+//! reuse) that memory: everything the host keeps must be copied during the
+//! lift. `bindgen!`'s types would copy every string whole; here each string
+//! is a [`Capped`]: looked at in place, checked, and only its first bytes up
+//! to the cap are copied. wasmtime's hostcall fuel (set to `memory_mb` bytes
+//! per call) counts every string and the action list at their full length
+//! before anything is copied, so an answer whose strings add up to more than
+//! that (1,000 reasons pointing at the same 60 MiB, say) is refused without
+//! being copied 1,000 times.
 
 use engine_core::plan::{ActionKind, Proposal};
-use wasmtime::Store;
-use wasmtime::component::{ComponentType, Lift, WasmList, WasmStr};
+use wasmtime::component::__internal::wasmtime_environ::component::StringEncoding;
+use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
+use wasmtime::component::{ComponentType, Lift, WasmStr};
 
 use crate::limits;
-use crate::sandbox::State;
+
+/// A string of the plugin's answer, cut to its first `MAX` bytes (on a char
+/// boundary, marked `…`) while it is lifted.
+///
+/// The `ComponentType` and `Lift` items below are the ones wasmtime's own
+/// derive macros implement (hidden from its documentation, outside its
+/// stability guarantees): a string's type, layout and lifting are those of
+/// [`WasmStr`], which also checks bounds and alignment and counts the whole
+/// string against the call's fuel; then only the kept prefix is decoded.
+pub(crate) struct Capped<const MAX: usize>(pub(crate) String);
+
+// SAFETY: same type, layout and flat representation as `WasmStr`, whose
+// items are used as they are.
+unsafe impl<const MAX: usize> ComponentType for Capped<MAX> {
+    type Lower = <WasmStr as ComponentType>::Lower;
+    const ABI: CanonicalAbiInfo = <WasmStr as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <WasmStr as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: lifts through `WasmStr` (bounds, alignment, fuel) before reading
+// the same pointer and length from the plugin's memory.
+unsafe impl<const MAX: usize> Lift for Capped<MAX> {
+    fn linear_lift_from_flat(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        src: &Self::Lower,
+    ) -> wasmtime::Result<Self> {
+        WasmStr::linear_lift_from_flat(cx, ty, src)?;
+        let (ptr, len) = (src[0].get_u32(), src[1].get_u32());
+        read::<MAX>(cx, ptr, len).map(Capped)
+    }
+
+    fn linear_lift_from_memory(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Self> {
+        WasmStr::linear_lift_from_memory(cx, ty, bytes)?;
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| wasmtime::Error::msg("string pointer/length out of bounds"))
+        };
+        read::<MAX>(cx, word(0)?, word(4)?).map(Capped)
+    }
+}
+
+/// The string at `ptr`/`len` (already checked by `WasmStr`), decoded from the
+/// plugin's encoding; at most `MAX` bytes of it kept.
+fn read<const MAX: usize>(cx: &LiftContext<'_>, ptr: u32, len: u32) -> wasmtime::Result<String> {
+    const UTF16_TAG: u32 = 1 << 31;
+    let mem = cx.memory();
+    let slice = |bytes: Option<u64>| -> wasmtime::Result<&[u8]> {
+        let start = ptr as usize;
+        bytes
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| start.checked_add(n))
+            .and_then(|end| mem.get(start..end))
+            .ok_or_else(|| wasmtime::Error::msg("string pointer/length out of bounds of memory"))
+    };
+    let utf16 = |units: u32| -> wasmtime::Result<String> {
+        let raw = slice(Some(u64::from(units) * 2))?;
+        let mut out = String::new();
+        let code_units = raw
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]));
+        for c in char::decode_utf16(code_units) {
+            let c = c.map_err(|_| wasmtime::Error::msg("invalid utf-16 string"))?;
+            if out.len() < MAX {
+                out.push(c);
+            }
+        }
+        Ok(limits::truncate(out, MAX))
+    };
+    match cx.options().string_encoding {
+        StringEncoding::Utf8 => {
+            let text = std::str::from_utf8(slice(Some(u64::from(len)))?)?;
+            Ok(limits::truncate_str(text, MAX))
+        }
+        StringEncoding::Utf16 => utf16(len),
+        StringEncoding::CompactUtf16 if len & UTF16_TAG != 0 => utf16(len ^ UTF16_TAG),
+        StringEncoding::CompactUtf16 => {
+            let latin1 = slice(Some(u64::from(len)))?;
+            let out: String = latin1.iter().take(MAX).map(|&b| char::from(b)).collect();
+            Ok(limits::truncate(out, MAX))
+        }
+    }
+}
 
 /// `engine:plugin/types.action-kind`, strings left in the plugin's memory.
 #[derive(ComponentType, Lift)]
@@ -28,7 +122,7 @@ pub(crate) enum RawKind {
     #[component(name = "delete-login-profile")]
     DeleteLoginProfile,
     #[component(name = "none")]
-    None(WasmStr),
+    None(Capped<{ limits::MAX_REASON_BYTES }>),
 }
 
 /// `engine:plugin/types.action`, strings left in the plugin's memory.
@@ -40,57 +134,17 @@ pub(crate) struct RawAction {
     #[component(name = "kind")]
     kind: RawKind,
     #[component(name = "reason")]
-    reason: Option<WasmStr>,
+    reason: Option<Capped<{ limits::MAX_REASON_BYTES }>>,
 }
 
-/// The result of `decide`, lifted lazily.
-pub(crate) type RawAnswer = Result<WasmList<RawAction>, WasmStr>;
+/// The result of `decide`, its strings cut as they are lifted.
+pub(crate) type RawAnswer = Result<Vec<RawAction>, Capped<{ limits::MAX_ERROR_BYTES }>>;
 
 /// Why an answer was refused; becomes `InvalidOutput`.
 pub(crate) struct Invalid(pub(crate) String);
 
-/// Copies at most a few KiB of each string; refuses an answer whose strings
-/// add up to more than `budget` bytes.
-pub(crate) struct Reader {
-    budget: usize,
-    seen: usize,
-}
-
-impl Reader {
-    pub(crate) fn new(budget: usize) -> Reader {
-        Reader { budget, seen: 0 }
-    }
-
-    /// The first `max` bytes of `s` (cut on a char boundary, marked `…`).
-    pub(crate) fn string(
-        &mut self,
-        store: &Store<State>,
-        s: &WasmStr,
-        max: usize,
-        what: &str,
-    ) -> Result<String, Invalid> {
-        // Borrowed straight from the plugin's memory for UTF-8 (no copy).
-        let text = s
-            .to_str(store)
-            .map_err(|e| Invalid(format!("{what} is not a valid string: {e}")))?;
-        self.seen = self.seen.saturating_add(text.len());
-        if self.seen > self.budget {
-            return Err(Invalid(format!(
-                "its strings add up to more than {} bytes (memory_mb); an answer may not repeat a large string",
-                self.budget
-            )));
-        }
-        Ok(limits::truncate_str(&text, max))
-    }
-}
-
-/// Read the actions of an `Ok` answer: at most `max_actions` of them.
-pub(crate) fn actions(
-    store: &mut Store<State>,
-    list: &WasmList<RawAction>,
-    max_actions: usize,
-    budget: usize,
-) -> Result<Vec<Proposal>, Invalid> {
+/// The proposals of an `Ok` answer: at most `max_actions` of them.
+pub(crate) fn actions(list: Vec<RawAction>, max_actions: usize) -> Result<Vec<Proposal>, Invalid> {
     if list.len() > max_actions {
         return Err(Invalid(format!(
             "{} actions for {} finding(s); at most one action per finding is allowed",
@@ -98,41 +152,20 @@ pub(crate) fn actions(
             max_actions
         )));
     }
-    // First the fixed-size parts (a few words each), then the strings.
-    let mut raw = Vec::with_capacity(list.len());
-    for (i, item) in list
-        .iter(&mut *store)
-        .map_err(|e| Invalid(format!("cannot read its actions: {e}")))?
-        .enumerate()
-    {
-        raw.push(item.map_err(|e| Invalid(format!("action {i} is malformed: {e}")))?);
-    }
-    let mut reader = Reader::new(budget);
-    let mut proposals = Vec::with_capacity(raw.len());
-    for (i, a) in raw.iter().enumerate() {
-        let reason_of = |reader: &mut Reader, s: &WasmStr| {
-            reader.string(
-                store,
-                s,
-                limits::MAX_REASON_BYTES,
-                &format!("the reason of action {i}"),
-            )
-        };
-        let (kind, reason) = match &a.kind {
-            RawKind::DeleteAccessKey => (ActionKind::DeleteAccessKey, a.reason.as_ref()),
-            RawKind::DeactivateAccessKey => (ActionKind::DeactivateAccessKey, a.reason.as_ref()),
-            RawKind::DeleteLoginProfile => (ActionKind::DeleteLoginProfile, a.reason.as_ref()),
-            RawKind::None(reason) => (ActionKind::None, Some(reason)),
-        };
-        let reason = match reason {
-            Some(s) => Some(reason_of(&mut reader, s)?),
-            None => None,
-        };
-        proposals.push(Proposal {
-            finding: a.finding,
-            kind,
-            reason,
-        });
-    }
-    Ok(proposals)
+    Ok(list
+        .into_iter()
+        .map(|a| {
+            let (kind, reason) = match a.kind {
+                RawKind::DeleteAccessKey => (ActionKind::DeleteAccessKey, a.reason),
+                RawKind::DeactivateAccessKey => (ActionKind::DeactivateAccessKey, a.reason),
+                RawKind::DeleteLoginProfile => (ActionKind::DeleteLoginProfile, a.reason),
+                RawKind::None(reason) => (ActionKind::None, Some(reason)),
+            };
+            Proposal {
+                finding: a.finding,
+                kind,
+                reason: reason.map(|Capped(s)| s),
+            }
+        })
+        .collect())
 }

@@ -1370,3 +1370,15 @@ fn a_plugins_own_bounds_are_what_the_scan_checks() {
     let plugin = host().load(&with(enough)).expect("loads");
     assert_eq!(proposals_of(&plugin), proposals_of(default_plugin()));
 }
+
+#[test]
+fn the_answer_is_read_before_the_plugin_frees_it() {
+    // wasmtime calls the plugin's post-return (where it frees its answer)
+    // as soon as the call returns; what the host keeps must already be
+    // copied by then, whatever the plugin does to that memory afterwards.
+    let bytes = fixture(include_str!("fixtures/post-return-clobbers.wat"), &[], 0);
+    let plugin = load_file("post-return-clobbers", &bytes, 64).expect("loads");
+    let d = decide(&plugin, &policy(""), &findings()).expect("answers");
+    assert_eq!(kinds(&d.proposals), vec![(0, ActionKind::DeleteAccessKey)]);
+    assert_eq!(d.proposals[0].reason.as_deref(), Some("kept"));
+}
