@@ -70,8 +70,12 @@ pub fn run(args: &DaemonArgs) -> u8 {
         }
     };
     let state = &args.account.state.state;
-    let lock = match engine_journal::StateLock::acquire(state, args.lock_timeout) {
-        Ok(lock) => lock,
+    let lock = match runtime.block_on(wait_for_lock(state, args.lock_timeout)) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            tracing::info!("stopped while waiting for the state lock: nothing was started");
+            return exit::CLEAN;
+        }
         Err(e) => {
             tracing::error!("{e}; nothing was started");
             return exit::ERROR;
@@ -144,6 +148,50 @@ pub fn run(args: &DaemonArgs) -> u8 {
             tracing::error!("{e}");
             exit::ERROR
         }
+    }
+}
+
+/// [`engine_journal::StateLock::acquire`] with `timeout` (`--lock-timeout`),
+/// waiting on the runtime so that SIGTERM or SIGINT ends the wait: the
+/// signals taken first would otherwise be held, unanswered, until it ends.
+/// `None` when stopped meanwhile.
+async fn wait_for_lock(
+    state: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<Option<engine_journal::StateLock>, engine_journal::LockError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // More listeners: the daemon's own see these signals all the same.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut said = false;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match engine_journal::StateLock::try_acquire(state) {
+            Err(e @ engine_journal::LockError::Held { .. }) if !left.is_zero() => {
+                if !said {
+                    tracing::info!(
+                        "{e}: waiting up to {} for it (--lock-timeout)",
+                        humantime::format_duration(timeout)
+                    );
+                    said = true;
+                }
+            }
+            taken => return taken.map(Some),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(engine_journal::POLL_INTERVAL.min(left)) => {}
+            Some(()) = received(&mut term) => return Ok(None),
+            Some(()) = received(&mut int) => return Ok(None),
+        }
+    }
+}
+
+/// The next delivery of `signal`; never, without a listener.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

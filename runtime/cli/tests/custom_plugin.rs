@@ -145,7 +145,10 @@ fn an_unchanged_plugin_is_compiled_by_the_first_run_only() {
             .find(|l| l.contains("plugin loaded") && l.contains("deactivate-then-delete"))
             .unwrap_or_else(|| panic!("no load line: {stderr}"))
             .to_string();
-        (line, serde_json::from_slice::<Value>(&out.stdout).expect("json"))
+        (
+            line,
+            serde_json::from_slice::<Value>(&out.stdout).expect("json"),
+        )
     };
     let verbose = ["-vv"];
     let (first, plan1) = origin(&check_with(&dir, &verbose));
