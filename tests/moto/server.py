@@ -30,7 +30,13 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
                               (moto's, 400 for an injected throttle), 0 when no answer
                               was sent: a dropped call, or one still in flight;
                               `at` when it arrived (seconds since the epoch)
-  POST /_engine/calls/reset   clears the counts and the request log
+  POST /_engine/calls/reset   clears the counts and the request logs (both)
+  GET  /_engine/api_requests  [{account, method, path, target, findings, status, at, done}]:
+                              every call of a JSON or REST-JSON API (Security Hub, SQS,
+                              Config, ...: no `Action` parameter), which `requests` and
+                              `calls` leave out; `target` is the X-Amz-Target header
+                              (null for REST), `findings` the length of the body's
+                              `Findings` list (Security Hub BatchImportFindings), else null
   POST /_engine/faults        {throttle: 0.2, drop: 0.1, seed: 42, actions: [...],
                                latency_ms: 500}
                               `{}` turns faults off (and resets the counts below).
@@ -53,6 +59,10 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
                               ACCOUNT (which STS AssumeRole then lets callers assume,
                               with that external id if one is given)
 
+`requests` entries also carry `done`, when the answer was sent (null while none
+was), and, for AssumeRole, the call's `role_arn`, `session` (RoleSessionName) and
+`external_id`.
+
 `seed`, `state` and `mutate` take `?account=ID` for another account than moto's
 default one (123456789012); `requests` entries carry the `account` whose
 credentials signed the call. Unlike moto, STS AssumeRole refuses (AccessDenied)
@@ -65,7 +75,10 @@ delay the answer of every call that matches `actions` (all calls without it) by 
 milliseconds *after* moto processed it, so the write has happened while the caller
 still waits (a throttled call waits too, before its error; a dropped one before the
 hang-up). Latency is not a fault: it draws nothing from the random sequence and
-`max` does not count or limit it. The server is threaded: a delayed call holds up
+`max` does not count or limit it. `deny: share` answers that share of the calls
+with IAM's `AccessDenied` (HTTP 403) without reaching moto (drawn after throttle
+and drop). `accounts: [id, ...]` limits faults and latency to calls signed by
+those accounts (all accounts without it). The server is threaded: a delayed call holds up
 only itself, never other calls (nor the /_engine/ endpoints).
 
 Dates are RFC 3339 (`2020-01-02T03:04:05Z`). Faults are drawn from a
@@ -444,22 +457,29 @@ class Faults:
             self.max = spec.get("max")
             self.after_drop = list(spec.get("after_drop") or [])
             self.latency = max(0.0, float(spec.get("latency_ms", 0))) / 1000.0
+            self.deny = float(spec.get("deny", 0.0))
+            self.accounts = set(spec["accounts"]) if spec.get("accounts") else None
             self.injected = {"throttled": 0, "dropped": 0}
+            self.denied = 0
 
-    def delay(self, action: str) -> float:
+    def delay(self, action: str, account: str | None = None) -> float:
         """Seconds to hold the answer to `action` back (not a fault: no draw, no `max`)."""
         with self.lock:
             if self.actions is not None and action not in self.actions:
                 return 0.0
+            if self.accounts is not None and account not in self.accounts:
+                return 0.0
             return self.latency
 
-    def draw(self, action: str) -> str | None:
+    def draw(self, action: str, account: str | None = None) -> str | None:
         with self.lock:
-            if self.throttle <= 0 and self.drop <= 0:
+            if self.throttle <= 0 and self.drop <= 0 and self.deny <= 0:
                 return None
             if self.actions is not None and action not in self.actions:
                 return None
-            if self.max is not None and sum(self.injected.values()) >= self.max:
+            if self.accounts is not None and account not in self.accounts:
+                return None
+            if self.max is not None and sum(self.injected.values()) + self.denied >= self.max:
                 return None
             roll = self.rng.random()
             if roll < self.throttle:
@@ -468,6 +488,9 @@ class Faults:
             if roll < self.throttle + self.drop:
                 self.injected["dropped"] += 1
                 return "drop"
+            if roll < self.throttle + self.drop + self.deny:
+                self.denied += 1
+                return "deny"
             return None
 
     def counts(self) -> dict[str, int]:
@@ -482,6 +505,8 @@ class Calls:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.log: list[dict[str, Any]] = []
+        # Calls of JSON and REST-JSON APIs (no `Action`): not counted above.
+        self.api: list[dict[str, Any]] = []
 
     def record(self, action: str, params: dict[str, str], account: str) -> dict[str, Any]:
         """Count a call and log it, unanswered; `answered` fills in its status."""
@@ -492,15 +517,48 @@ class Calls:
             "key_id": params.get("AccessKeyId"),
             "status": None,
             "at": time.time(),
+            "done": None,
         }
+        if action == "AssumeRole":
+            entry["role_arn"] = params.get("RoleArn")
+            entry["session"] = params.get("RoleSessionName")
+            entry["external_id"] = params.get("ExternalId")
         with self.lock:
             self.counts[action] = self.counts.get(action, 0) + 1
             self.log.append(entry)
         return entry
 
+    def record_api(self, environ: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """Log a call without `Action` (JSON, REST-JSON), unanswered."""
+        findings = None
+        try:
+            parsed = json.loads(body) if body.strip() else None
+            if isinstance(parsed, dict) and isinstance(parsed.get("Findings"), list):
+                findings = len(parsed["Findings"])
+        except ValueError:
+            pass
+        entry = {
+            "account": environ.get("HTTP_X_MOTO_ACCOUNT_ID") or caller_account(environ),
+            "method": environ.get("REQUEST_METHOD", "GET"),
+            "path": environ.get("PATH_INFO", ""),
+            "target": environ.get("HTTP_X_AMZ_TARGET"),
+            "findings": findings,
+            "status": None,
+            "at": time.time(),
+            "done": None,
+        }
+        with self.lock:
+            self.api.append(entry)
+        return entry
+
     def answered(self, entry: dict[str, Any], status: int) -> None:
         with self.lock:
             entry["status"] = status
+            entry["done"] = time.time()
+
+    def api_requests(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(entry, status=entry["status"] or 0) for entry in self.api]
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -514,6 +572,7 @@ class Calls:
         with self.lock:
             self.counts.clear()
             self.log.clear()
+            self.api.clear()
 
 
 THROTTLE_BODY = (
@@ -521,6 +580,13 @@ THROTTLE_BODY = (
     b"<Error><Type>Sender</Type><Code>Throttling</Code>"
     b"<Message>Rate exceeded</Message></Error>"
     b"<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
+)
+
+DENIED_BODY = (
+    '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+    "<Error><Type>Sender</Type><Code>AccessDenied</Code>"
+    "<Message>User is not authorized to perform: iam:{action} (engine test fault)</Message></Error>"
+    "<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
 )
 
 StartResponse = Callable[..., Any]
@@ -550,11 +616,20 @@ class EngineApp:
         params = self.params(environ, body)
         action = params.get("Action")
         if action is None:
-            return self.moto(environ, start_response)
+            entry = self.calls.record_api(environ, body)
 
-        entry = self.calls.record(action, params, caller_account(environ))
-        fault = self.faults.draw(action)
-        delay = self.faults.delay(action)
+            def answered(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                self.calls.answered(entry, int(status.split(" ", 1)[0]))
+                if exc_info is None:
+                    return start_response(status, headers)
+                return start_response(status, headers, exc_info)
+
+            return self.moto(environ, answered)
+
+        account = caller_account(environ)
+        entry = self.calls.record(action, params, account)
+        fault = self.faults.draw(action, account)
+        delay = self.faults.delay(action, account)
         if action == "AssumeRole" and fault is None:
             refusal = assume_role_refusal(params)
             if refusal is not None:
@@ -566,6 +641,15 @@ class EngineApp:
                     [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))],
                 )
                 return [body]
+        if fault == "deny":
+            self.wait(delay)
+            self.calls.answered(entry, 403)
+            body = DENIED_BODY.format(action=action).encode()
+            start_response(
+                "403 Forbidden",
+                [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         if fault == "throttle":
             self.wait(delay)
             self.calls.answered(entry, 400)
@@ -653,6 +737,8 @@ class EngineApp:
                 result = self.calls.snapshot()
             elif method == "GET" and name == "requests":
                 result = self.calls.requests()
+            elif method == "GET" and name == "api_requests":
+                result = self.calls.api_requests()
             elif method == "POST" and name == "calls/reset":
                 self.calls.reset()
                 result = {}

@@ -27,7 +27,7 @@ use aws_sdk_iam::types::StatusType;
 use chrono::{DateTime, Utc};
 
 pub use error::AwsError;
-pub use observe::{RequestObserver, RequestOutcome, interceptor};
+pub use observe::{RequestObserver, RequestOutcome, in_account, interceptor};
 pub use org::OrgAccount;
 pub use report::{Backoff, FetchedReport, ReportProgress, should_reuse};
 
@@ -206,7 +206,7 @@ impl Aws {
         let config = builder.build();
         // The observer is registered on every client: it is per service
         // config, not part of the shared `SdkConfig`.
-        let observe = opts.observer.clone().map(observe::ObserveRequests);
+        let observe = opts.observer.clone().map(observe::ObserveRequests::new);
         let mut iam = aws_sdk_iam::config::Builder::from(&config);
         let mut sts = aws_sdk_sts::config::Builder::from(&config);
         let mut orgs = aws_sdk_organizations::config::Builder::from(&config);

@@ -3,9 +3,12 @@
 //! An SDK interceptor registered on every client this crate builds reads each
 //! attempt after it ends (`read_after_attempt`, which the SDK calls once per
 //! attempt, retries included) and tells the [`RequestObserver`] of
-//! [`AwsOptions`](crate::AwsOptions) its operation name and [`RequestOutcome`].
+//! [`AwsOptions`](crate::AwsOptions) its operation name and [`RequestOutcome`],
+//! and the account the attempt was made in when the connection knows it: the
+//! account of an assumed role ([`in_account`]), else the one its own
+//! `GetCallerIdentity` answered.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aws_sdk_iam::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -27,6 +30,47 @@ use crate::error;
 /// (increment a counter) and never block.
 pub trait RequestObserver: Send + Sync + std::fmt::Debug {
     fn request(&self, operation: &str, outcome: RequestOutcome);
+
+    /// As [`RequestObserver::request`], with the account the attempt was
+    /// made in (whose credentials signed it), when the connection knows it:
+    /// the account of a role assumed with [`crate::Aws::assume_role`], of a
+    /// Security Hub import, or the one the connection's own
+    /// `GetCallerIdentity` answered (that call included). Observers that do
+    /// not care about accounts need not implement it: by default it calls
+    /// `request`.
+    fn request_in(&self, account: Option<&str>, operation: &str, outcome: RequestOutcome) {
+        let _ = account;
+        self.request(operation, outcome);
+    }
+}
+
+/// `observer`, told that the attempts reported to it were made in `account`
+/// (for a connection that reaches that account), unless the connection
+/// names the account itself (what its `GetCallerIdentity` answered, or a
+/// scope added closer to it).
+pub fn in_account(observer: Arc<dyn RequestObserver>, account: &str) -> Arc<dyn RequestObserver> {
+    Arc::new(InAccount {
+        inner: observer,
+        account: account.to_string(),
+    })
+}
+
+#[derive(Debug)]
+struct InAccount {
+    inner: Arc<dyn RequestObserver>,
+    account: String,
+}
+
+impl RequestObserver for InAccount {
+    fn request(&self, operation: &str, outcome: RequestOutcome) {
+        self.inner
+            .request_in(Some(&self.account), operation, outcome);
+    }
+
+    fn request_in(&self, account: Option<&str>, operation: &str, outcome: RequestOutcome) {
+        let account = account.unwrap_or(&self.account);
+        self.inner.request_in(Some(account), operation, outcome);
+    }
 }
 
 /// How one HTTP attempt ended.
@@ -66,15 +110,29 @@ impl std::fmt::Display for RequestOutcome {
     }
 }
 
-/// The SDK interceptor that reports attempts to an observer.
+/// The SDK interceptor that reports attempts to an observer. Its clones
+/// (one per client of a connection) share the account they learn.
 #[derive(Debug, Clone)]
-pub(crate) struct ObserveRequests(pub(crate) Arc<dyn RequestObserver>);
+pub(crate) struct ObserveRequests {
+    observer: Arc<dyn RequestObserver>,
+    /// The account the connection's `GetCallerIdentity` answered.
+    account: Arc<OnceLock<String>>,
+}
+
+impl ObserveRequests {
+    pub(crate) fn new(observer: Arc<dyn RequestObserver>) -> ObserveRequests {
+        ObserveRequests {
+            observer,
+            account: Arc::new(OnceLock::new()),
+        }
+    }
+}
 
 /// An interceptor that tells `observer` about every attempt of the SDK
 /// client it is registered on, for the engine's other AWS adapters (SQS,
 /// Config) to report their requests like IAM's.
 pub fn interceptor(observer: Arc<dyn RequestObserver>) -> aws_sdk_iam::config::SharedInterceptor {
-    aws_sdk_iam::config::SharedInterceptor::new(ObserveRequests(observer))
+    aws_sdk_iam::config::SharedInterceptor::new(ObserveRequests::new(observer))
 }
 
 impl Intercept for ObserveRequests {
@@ -93,10 +151,23 @@ impl Intercept for ObserveRequests {
                 .load::<Metadata>()
                 .map(Metadata::name)
                 .unwrap_or("unknown");
-            self.0.request(operation, outcome);
+            if let Some(account) = caller_account(context) {
+                let _ = self.account.set(account.to_string());
+            }
+            let account = self.account.get().map(String::as_str);
+            self.observer.request_in(account, operation, outcome);
         }
         Ok(())
     }
+}
+
+/// The account a successful `GetCallerIdentity` answered.
+fn caller_account<'a>(context: &'a FinalizerInterceptorContextRef<'_>) -> Option<&'a str> {
+    let output = context.output_or_error()?.ok()?;
+    output
+        .downcast_ref::<aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput>()?
+        .account()
+        .filter(|a| !a.is_empty())
 }
 
 /// How an attempt ended, or `None` when it ended before a request was sent.
@@ -231,6 +302,62 @@ mod tests {
             xml_error_code(b"<Code>SlowDown</Code>\xff\xfe"),
             Some("SlowDown")
         );
+    }
+
+    #[derive(Debug, Default)]
+    struct Seen(std::sync::Mutex<Vec<(Option<String>, String)>>);
+
+    impl RequestObserver for Seen {
+        fn request(&self, operation: &str, outcome: RequestOutcome) {
+            self.request_in(None, operation, outcome);
+        }
+        fn request_in(&self, account: Option<&str>, operation: &str, _outcome: RequestOutcome) {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push((account.map(str::to_string), operation.to_string()));
+            }
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Plain(std::sync::Mutex<Vec<String>>);
+
+    impl RequestObserver for Plain {
+        fn request(&self, operation: &str, _outcome: RequestOutcome) {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(operation.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn in_account_names_its_account_unless_the_connection_does() {
+        let seen = Arc::new(Seen::default());
+        let scoped = in_account(seen.clone(), "111111111111");
+        scoped.request("ListAccessKeys", RequestOutcome::Ok);
+        scoped.request_in(None, "GetUser", RequestOutcome::Ok);
+        // What the connection learned itself wins.
+        scoped.request_in(
+            Some("999999999999"),
+            "GetCallerIdentity",
+            RequestOutcome::Ok,
+        );
+        // So does a scope closer to the connection.
+        let twice = in_account(scoped, "222222222222");
+        twice.request("GetLoginProfile", RequestOutcome::ClientError);
+        let got = seen.0.lock().map(|s| s.clone()).unwrap_or_default();
+        let expected = [
+            ("111111111111", "ListAccessKeys"),
+            ("111111111111", "GetUser"),
+            ("999999999999", "GetCallerIdentity"),
+            ("222222222222", "GetLoginProfile"),
+        ]
+        .map(|(a, o)| (Some(a.to_string()), o.to_string()));
+        assert_eq!(got, expected);
+        // An observer without accounts is told as before.
+        let plain = Arc::new(Plain::default());
+        in_account(plain.clone(), "111111111111").request("ListUsers", RequestOutcome::Ok);
+        let got = plain.0.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(got, ["ListUsers"]);
     }
 
     #[test]

@@ -126,7 +126,12 @@ impl Aws {
             ))
             .build();
         let mut opts = self.opts.clone();
-        opts.observer = observer.or(opts.observer);
+        // Its requests are made in the role's account.
+        let account = role_arn.split(':').nth(4).filter(|a| !a.is_empty());
+        opts.observer = match (observer.or(opts.observer), account) {
+            (Some(o), Some(account)) => Some(crate::in_account(o, account)),
+            (o, _) => o,
+        };
         Aws::from_sdk_config(&config, &opts).await
     }
 }

@@ -421,3 +421,138 @@ fn apply_json_reports_the_rule_changes() {
     assert_eq!(rules[0]["rule"]["parameters"]["maxAccessKeyAge"], "90");
     assert_eq!(report["config_rules"][0]["outcome"], "done", "{report}");
 }
+
+/// Every Config rule of the region, by name: (parameters, tagged
+/// `managed-by = engine`).
+fn all_rules(account: &Account) -> std::collections::BTreeMap<String, (String, bool)> {
+    let names: Vec<String> = account.rt.block_on(async {
+        account
+            .config
+            .describe_config_rules()
+            .send()
+            .await
+            .expect("DescribeConfigRules")
+            .config_rules()
+            .iter()
+            .filter_map(|r| r.config_rule_name().map(str::to_string))
+            .collect()
+    });
+    names
+        .into_iter()
+        .filter_map(|n| account.rule(&n).map(|r| (n, r)))
+        .collect()
+}
+
+/// `engine check` against the live account (no `--report`) shows the rule
+/// changes of the plan, in both formats, and makes none of them.
+#[test]
+fn a_live_check_shows_the_rule_changes_and_changes_nothing() {
+    let account = Account::new(&policies(90, true, ""));
+    // A rule someone else made, never declared.
+    account.put_foreign("theirs", 45);
+    let check = |format: &str| {
+        let out = account.engine(&["check", "policies", "--format", format]);
+        // No finding in the account: exit 0, rule changes or not.
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        out
+    };
+    let json = |out: &Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+    };
+    let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    // Nothing declared exists yet: two creations.
+    let before = all_rules(&account);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let human = stdout(&check("human"));
+    assert!(
+        human.contains(&format!("AWS Config rules (region {REGION})\n"))
+            && human.contains("  + engine-rotate (ACCESS_KEYS_ROTATED maxAccessKeyAge=90)\n")
+            && human.contains(
+                "  + engine-unused (IAM_USER_UNUSED_CREDENTIALS_CHECK maxCredentialUsageAge=90)\n"
+            )
+            && human.contains("AWS Config rules: 2 to create, 0 to update, 0 to delete."),
+        "{human}"
+    );
+    assert!(!human.contains("theirs"), "{human}");
+    let doc = json(&check("json"));
+    let rules = doc["config_rules"].as_array().cloned().unwrap_or_default();
+    let creates: Vec<(&str, &str, &serde_json::Value)> = rules
+        .iter()
+        .map(|r| {
+            (
+                r["change"].as_str().unwrap_or_default(),
+                r["rule"]["name"].as_str().unwrap_or_default(),
+                &r["rule"]["parameters"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        creates,
+        [
+            (
+                "create",
+                "engine-rotate",
+                &serde_json::json!({"maxAccessKeyAge": "90"})
+            ),
+            (
+                "create",
+                "engine-unused",
+                &serde_json::json!({"maxCredentialUsageAge": "90"})
+            ),
+        ],
+        "{doc:#}"
+    );
+    assert!(rules.iter().all(|r| r["region"] == REGION), "{doc:#}");
+    // Nothing was made, and nothing recorded as the engine's.
+    assert_eq!(all_rules(&account), before);
+    assert!(!account.dir.join(".engine/config-rules.json").exists());
+
+    // Made; then the threshold changes and a declaration goes.
+    account.apply();
+    let made = all_rules(&account);
+    assert_eq!(made.len(), 3, "{made:?}");
+    let state = account.state_file();
+    account.write_policies(&policies(60, false, ""));
+    let human = stdout(&check("human"));
+    assert!(
+        human.contains("  ~ engine-rotate maxAccessKeyAge 90 -> 60\n")
+            && human.contains(
+                "  - engine-unused (IAM_USER_UNUSED_CREDENTIALS_CHECK maxCredentialUsageAge=90): no longer declared\n"
+            )
+            && human.contains("AWS Config rules: 0 to create, 1 to update, 1 to delete."),
+        "{human}"
+    );
+    assert!(
+        !human.contains("drift"),
+        "a policy edit, not drift: {human}"
+    );
+    assert!(!human.contains("theirs"), "{human}");
+    let doc = json(&check("json"));
+    let rules = doc["config_rules"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rules.len(), 2, "{doc:#}");
+    let update = &rules[0];
+    assert_eq!(update["change"], "update", "{doc:#}");
+    assert_eq!(update["rule"]["name"], "engine-rotate", "{doc:#}");
+    assert_eq!(
+        update["from_parameters"]["maxAccessKeyAge"], "90",
+        "{doc:#}"
+    );
+    assert_eq!(
+        update["rule"]["parameters"]["maxAccessKeyAge"], "60",
+        "{doc:#}"
+    );
+    assert_eq!(update["drift"], false, "{doc:#}");
+    let delete = &rules[1];
+    assert_eq!(delete["change"], "delete", "{doc:#}");
+    assert_eq!(delete["name"], "engine-unused", "{doc:#}");
+    assert_eq!(
+        delete["parameters"]["maxCredentialUsageAge"], "90",
+        "{doc:#}"
+    );
+    // Still as they were: the check changed no rule and no record.
+    assert_eq!(all_rules(&account), made);
+    assert_eq!(account.state_file(), state);
+    assert_eq!(account.rule("engine-rotate"), Some((params(90), true)));
+    assert_eq!(account.rule("theirs"), Some((params(45), false)));
+}

@@ -18,7 +18,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use engine_testkit::{Moto, SeedUser, State};
 use serde_json::Value;
 
@@ -65,6 +65,23 @@ const STOPPING: &str = "not started: the engine is stopping";
 
 fn days_ago(d: i64) -> DateTime<Utc> {
     Utc::now() - TimeDelta::days(d)
+}
+
+/// The first whole second at least `lead` from now: a tick a test can wait for.
+fn soon(lead: Duration) -> DateTime<Utc> {
+    let at = Utc::now() + TimeDelta::from_std(lead).expect("a short lead");
+    at.with_nanosecond(0).expect("a whole second") + TimeDelta::seconds(1)
+}
+
+/// A schedule due once an hour, at `at`'s minute and second: within a
+/// test's window it fires exactly once, at `at`.
+fn hourly_at(at: DateTime<Utc>) -> String {
+    format!("{} {} * * * *", at.second(), at.minute())
+}
+
+/// A schedule due once a day, at `at`'s hour, minute and second.
+fn daily_at(at: DateTime<Utc>) -> String {
+    format!("{} {} {} * * *", at.second(), at.minute(), at.hour())
 }
 
 /// `[policy.rotate]`: cis-1.4 over `max_days`, break-glass-* exempt.

@@ -378,3 +378,167 @@ fn a_user_created_again_while_the_event_is_handled_is_refused() {
         "nothing is written"
     );
 }
+
+/// An event's run keeps every safety rail of a scheduled one: for an
+/// exempt user, under a `mode = "report"` policy, and over the blast-radius
+/// cap, nothing is written to IAM, and the output says why.
+#[test]
+fn an_events_run_writes_nothing_for_an_exempt_user_a_report_policy_or_over_the_cap() {
+    let account = Account::new("rails");
+    // carol: two stale keys, two actions.
+    let carol = account.moto.seed(&[SeedUser::new("carol", days_ago(900))
+        .key(days_ago(300), Some(days_ago(1)), true)
+        .key(days_ago(200), Some(days_ago(1)), true)]);
+    let carol_keys = carol[0].keys.clone();
+    let alice = account.key("alice");
+    // IAM as it is, but for the last use of the engine's own key (every call moves it).
+    let iam = || {
+        let mut state = account.moto.state();
+        for u in &mut state.users {
+            for k in &mut u.keys {
+                if k.id == account.own_key {
+                    k.last_used = None;
+                }
+            }
+        }
+        state
+    };
+    let with = |extra: &str| {
+        POLICIES.replace(
+            "max_key_age_days = 90\n",
+            &format!("max_key_age_days = 90\n{extra}\n"),
+        )
+    };
+    let cases = [
+        (
+            "exempt",
+            with("exempt_users = [\"alice\"]"),
+            "alice",
+            0,
+            vec![format!("= alice access_key_1 {alice} exempt: no action")],
+        ),
+        (
+            "report",
+            with("mode = \"report\""),
+            "alice",
+            0,
+            vec![format!(
+                "~ alice access_key_1 {alice} would delete access key (mode = report: never applied)"
+            )],
+        ),
+        (
+            "blast-radius",
+            with("max_actions_per_run = 1"),
+            "carol",
+            1,
+            vec![
+                "error: blast-radius: the plan has 2 actions, more than max_actions_per_run = 1; nothing will be done for this policy".to_string(),
+                format!(
+                    "x carol access_key_1 {} nothing: policy failed (blast-radius)",
+                    carol_keys[0]
+                ),
+            ],
+        ),
+    ];
+    for (case, policies, user, code, why) in cases {
+        std::fs::write(account.dir.join("policies/policies.toml"), &policies).expect("policies");
+        let before = iam();
+        account.moto.reset_calls();
+        let ev = event(RULE, &account.id(user), "NON_COMPLIANT");
+
+        let out = account.handle(&ev, &[]);
+        assert_code(&out, code);
+        let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        let squeezed = squeeze(&shown);
+        for line in &why {
+            assert!(
+                squeezed.contains(&squeeze(line)),
+                "{case}: expected {line:?} in:\n{shown}"
+            );
+        }
+        // Fresh reads of that user, and not one write.
+        let requests = account.moto.requests();
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.action == "GetUser" && r.user.as_deref() == Some(user)),
+            "{case}: {requests:?}"
+        );
+        let writes: Vec<_> = requests
+            .iter()
+            .filter(|r| {
+                ["DeleteAccessKey", "UpdateAccessKey", "DeleteLoginProfile"]
+                    .contains(&r.action.as_str())
+            })
+            .collect();
+        assert!(writes.is_empty(), "{case}: {writes:?}");
+        assert_eq!(iam(), before, "{case}: IAM changed");
+
+        // The JSON answer says the same.
+        let out = account.handle(&ev, &["--format", "json"]);
+        assert_code(&out, code);
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+        assert_eq!(doc["user"], user, "{case}: {doc:#}");
+        assert_eq!(
+            doc["results"].as_array().map(Vec::len).unwrap_or(0),
+            0,
+            "{case}: {doc:#}"
+        );
+        let plan = &doc["plan"];
+        match case {
+            "exempt" => {
+                assert_eq!(doc["outcome"], "acted", "{doc:#}");
+                assert_eq!(plan["findings"][0]["user"], "alice", "{doc:#}");
+                assert_eq!(plan["findings"][0]["exempt"], true, "{doc:#}");
+                assert_eq!(
+                    (
+                        &plan["actions"][0]["action"],
+                        &plan["actions"][0]["applies"]
+                    ),
+                    (&json!("none"), &json!(false)),
+                    "{doc:#}"
+                );
+                assert_eq!(
+                    plan["actions"][0]["reason"], "user is exempt under this policy",
+                    "{doc:#}"
+                );
+            }
+            "report" => {
+                assert_eq!(doc["outcome"], "acted", "{doc:#}");
+                assert_eq!(plan["actions"][0]["key_id"], alice.as_str(), "{doc:#}");
+                assert_eq!(plan["actions"][0]["applies"], false, "{doc:#}");
+                assert_eq!(plan["summary"]["report_only"], 1, "{doc:#}");
+            }
+            _ => {
+                assert_eq!(doc["outcome"], "failed", "{doc:#}");
+                assert_eq!(plan["errors"][0]["kind"], "blast-radius", "{doc:#}");
+                assert_eq!(plan["summary"]["failed_policies"], 1, "{doc:#}");
+            }
+        }
+        assert_eq!(iam(), before, "{case}: IAM changed");
+    }
+    // Every key is still there, and each run is journaled.
+    assert!(account.has_key("alice", &alice));
+    for k in &carol_keys {
+        assert!(account.has_key("carol", k));
+    }
+    let runs: Vec<Value> = account
+        .history()
+        .into_iter()
+        .filter(|r| r["command"] == "event")
+        .collect();
+    assert_eq!(runs.len(), 6, "{runs:#?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["actions"].as_array().is_some_and(Vec::is_empty)),
+        "{runs:#?}"
+    );
+}
+
+/// Runs of spaces squeezed to one (the plan's columns vary with the names).
+fn squeeze(s: &str) -> String {
+    s.split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

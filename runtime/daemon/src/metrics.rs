@@ -6,8 +6,9 @@
 //!
 //! Every metric name starts with `engine_`. Label values are bounded by
 //! construction: policy names, plugin names, rule ids, action kinds,
-//! outcomes and AWS operation names. A user name, an access key id or any
-//! other per-credential value is never a label.
+//! outcomes, AWS operation names and account ids (those of the
+//! configuration's `[accounts]`, and the engine's own). A user name, an
+//! access key id or any other per-credential value is never a label.
 //!
 //! [`Metrics::encode`] renders the Prometheus text exposition format, version
 //! 0.0.4; serve it with [`CONTENT_TYPE`].
@@ -105,6 +106,7 @@ struct PluginFailureLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AwsLabels {
+    account: String,
     operation: String,
     outcome: String,
 }
@@ -269,7 +271,7 @@ impl Metrics {
         let aws_requests = Family::default();
         registry.register(
             "aws_requests",
-            "Requests to AWS by operation (e.g. GetCredentialReport) and outcome",
+            "Requests to AWS by account (where it was made), operation (e.g. GetCredentialReport) and outcome",
             aws_requests.clone(),
         );
 
@@ -457,10 +459,12 @@ impl Metrics {
         self.plugin_failures.get_or_create(&labels).inc();
     }
 
-    /// One AWS request `operation` (e.g. `GetCredentialReport`) ended with
-    /// `outcome`: `engine_aws_requests_total{operation,outcome}`.
-    pub fn aws_request(&self, operation: &str, outcome: &str) {
+    /// One AWS request `operation` (e.g. `GetCredentialReport`) made in
+    /// `account` (empty when not known) ended with `outcome`:
+    /// `engine_aws_requests_total{account,operation,outcome}`.
+    pub fn aws_request(&self, account: &str, operation: &str, outcome: &str) {
         let labels = AwsLabels {
+            account: account.to_owned(),
             operation: operation.to_owned(),
             outcome: outcome.to_owned(),
         };
@@ -640,8 +644,10 @@ mod tests {
         m.account_run("111111111111", true);
         m.plugin_call("delete-expired-keys", Duration::from_micros(300));
         m.plugin_failure("delete-expired-keys", "timeout");
-        m.aws_request("GetCredentialReport", "ok");
-        m.aws_request("DeleteAccessKey", "error");
+        m.aws_request("111111111111", "GetCredentialReport", "ok");
+        m.aws_request("222222222222", "GetCredentialReport", "ok");
+        m.aws_request("111111111111", "DeleteAccessKey", "error");
+        m.aws_request("", "ReceiveMessage", "ok");
         m.policy_run("rotate", at("2026-11-28T00:00:00Z"), true);
         m.policy_run("rotate", at("2026-11-28T01:00:00Z"), false);
         m.set_next_runs(&[
@@ -653,6 +659,8 @@ mod tests {
         m.event_handled("acted");
         m.event_handled("malformed");
         m.config_rule_change("create", "done");
+        m.security_hub(130, 2, 0);
+        m.security_hub(1, 0, 1);
         m
     }
 
@@ -690,8 +698,10 @@ mod tests {
                 r#"engine_plugin_call_duration_seconds_bucket{plugin="delete-expired-keys",le="10"} 1"#,
                 r#"engine_plugin_call_duration_seconds_count{plugin="delete-expired-keys"} 1"#,
                 r#"engine_plugin_failures_total{plugin="delete-expired-keys",kind="timeout"} 1"#,
-                r#"engine_aws_requests_total{operation="GetCredentialReport",outcome="ok"} 1"#,
-                r#"engine_aws_requests_total{operation="DeleteAccessKey",outcome="error"} 1"#,
+                r#"engine_aws_requests_total{account="111111111111",operation="GetCredentialReport",outcome="ok"} 1"#,
+                r#"engine_aws_requests_total{account="222222222222",operation="GetCredentialReport",outcome="ok"} 1"#,
+                r#"engine_aws_requests_total{account="111111111111",operation="DeleteAccessKey",outcome="error"} 1"#,
+                r#"engine_aws_requests_total{account="",operation="ReceiveMessage",outcome="ok"} 1"#,
                 r#"engine_policy_last_run_timestamp_seconds{policy="rotate"} 1795827600.0"#,
                 r#"engine_policy_last_success_timestamp_seconds{policy="rotate"} 1795824000.0"#,
                 r#"engine_policy_next_run_timestamp_seconds{policy="rotate"} 1795831200.0"#,
@@ -702,6 +712,9 @@ mod tests {
                 r#"engine_events_total{outcome="failed"} 0"#,
                 r#"engine_events_total{outcome="malformed"} 1"#,
                 r#"engine_config_rule_changes_total{change="create",outcome="done"} 1"#,
+                r#"engine_security_hub_findings_total{result="imported"} 131"#,
+                r#"engine_security_hub_findings_total{result="resolved"} 2"#,
+                r#"engine_security_hub_findings_total{result="failed"} 1"#,
             ],
         );
         // A skipped count of 0 creates no series of its own.

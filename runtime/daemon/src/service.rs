@@ -94,13 +94,33 @@ pub enum Stopped {
     TimedOut,
 }
 
-/// Counts the metrics want from AWS requests.
+/// Counts the metrics want from AWS requests, by the account they were made
+/// in: the one their connection names (an assumed role's, what its
+/// `GetCallerIdentity` answered), else the engine's own once known.
 #[derive(Debug)]
-struct AwsMetrics(Arc<Shared>);
+struct AwsMetrics {
+    shared: Arc<Shared>,
+    /// The engine's own account, from the start-up `GetCallerIdentity`.
+    own: Arc<std::sync::OnceLock<String>>,
+}
 
 impl engine_aws::RequestObserver for AwsMetrics {
     fn request(&self, operation: &str, outcome: engine_aws::RequestOutcome) {
-        self.0.metrics.aws_request(operation, outcome.as_str());
+        self.request_in(None, operation, outcome);
+    }
+
+    fn request_in(
+        &self,
+        account: Option<&str>,
+        operation: &str,
+        outcome: engine_aws::RequestOutcome,
+    ) {
+        let account = account
+            .or_else(|| self.own.get().map(String::as_str))
+            .unwrap_or_default();
+        self.shared
+            .metrics
+            .aws_request(account, operation, outcome.as_str());
     }
 }
 
@@ -210,7 +230,11 @@ pub async fn run(
     let shared = Arc::new(Shared::new(Metrics::new()));
     let mut opts = opts;
     opts.account.progress = false;
-    opts.account.observer = Some(Arc::new(AwsMetrics(shared.clone())));
+    let own_account = Arc::new(std::sync::OnceLock::new());
+    opts.account.observer = Some(Arc::new(AwsMetrics {
+        shared: shared.clone(),
+        own: own_account.clone(),
+    }));
     let now = Utc::now();
     shared.metrics.reload(true, now);
     shared.config_loaded.store(true, Ordering::SeqCst);
@@ -293,6 +317,7 @@ pub async fn run(
             .await;
             match result {
                 Ok(id) => {
+                    let _ = own_account.set(id.account.clone());
                     shared.aws_ok.store(true, Ordering::SeqCst);
                     tracing::info!(account = %id.account, arn = %id.arn, "connected to AWS");
                 }

@@ -58,7 +58,8 @@ impl SecurityHub {
         let mut builder = aws_sdk_securityhub::config::Builder::from(config)
             .region(Region::new(region.to_string()));
         if let Some(o) = observer {
-            builder.push_interceptor(engine_aws::interceptor(o));
+            // Its requests are made in the importing account.
+            builder.push_interceptor(engine_aws::interceptor(engine_aws::in_account(o, account)));
         }
         SecurityHub {
             client: aws_sdk_securityhub::Client::from_conf(builder.build()),

@@ -216,6 +216,66 @@ pub struct Request {
     pub at: f64,
 }
 
+/// When one IAM/STS call was in flight at the server ([`Moto::request_spans`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Span {
+    /// The account whose credentials signed the call.
+    #[serde(default)]
+    pub account: Option<String>,
+    pub action: String,
+    /// When the server received it, in seconds since the Unix epoch.
+    pub at: f64,
+    /// When it sent the answer (after any latency); `None` for a dropped
+    /// call, or one still in flight when the log was read.
+    #[serde(default)]
+    pub done: Option<f64>,
+}
+
+/// One STS `AssumeRole` call the server received ([`Moto::assume_role_calls`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AssumeRoleCall {
+    /// The account whose credentials made the call.
+    #[serde(default)]
+    pub account: Option<String>,
+    pub role_arn: Option<String>,
+    /// The `RoleSessionName`.
+    pub session: Option<String>,
+    pub external_id: Option<String>,
+    pub status: u16,
+    pub at: f64,
+}
+
+/// One call of a JSON or REST-JSON API (Security Hub, SQS, Config, ...),
+/// which [`Moto::requests`] leaves out ([`Moto::api_requests`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ApiRequest {
+    /// The account whose credentials signed it (or its `x-moto-account-id`).
+    pub account: Option<String>,
+    pub method: String,
+    /// The URL path: `/findings/import` for Security Hub's BatchImportFindings.
+    pub path: String,
+    /// The `X-Amz-Target` header (JSON protocols), `None` for REST.
+    pub target: Option<String>,
+    /// How many findings the body's `Findings` list held, if it had one.
+    pub findings: Option<usize>,
+    /// The HTTP status answered, 0 while none was.
+    pub status: u16,
+    pub at: f64,
+    pub done: Option<f64>,
+}
+
+/// Which calls [`Moto::faults_in`] applies to, and faults [`Faults`] has not.
+#[derive(Debug, Clone, Default)]
+pub struct FaultScope {
+    /// Only calls signed by these accounts; every account when empty.
+    pub accounts: Vec<String>,
+    /// Share of the (matching) calls answered with IAM's `AccessDenied`
+    /// (HTTP 403) without reaching moto: an error no retry helps with.
+    pub deny: f64,
+    /// Latency, as [`Moto::faults_with_latency`] has it.
+    pub latency: Option<Duration>,
+}
+
 /// Temporary credentials of an assumed role.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AssumedRole {
@@ -468,7 +528,7 @@ impl Moto {
         self.get("requests")
     }
 
-    /// Clears the call counts and the request log.
+    /// Clears the call counts and the request logs ([`Moto::requests`], [`Moto::api_requests`]).
     pub fn reset_calls(&self) {
         let _: serde_json::Value = self.post("calls/reset", &serde_json::json!({}));
     }
@@ -500,6 +560,53 @@ impl Moto {
         let _: serde_json::Value = self.post("faults", &body);
     }
 
+    /// As [`Moto::faults`], for the calls `scope` names only (signed by its
+    /// accounts), with its `deny` share and latency besides. The throttle,
+    /// drop and deny draws come from one seeded sequence, drawn only for
+    /// matching calls; [`Moto::faults`] turns it all off again.
+    pub fn faults_in(&self, faults: &Faults, scope: &FaultScope) {
+        let mut body = serde_json::to_value(faults).expect("faults serialize");
+        if let Some(fields) = body.as_object_mut() {
+            if !scope.accounts.is_empty() {
+                fields.insert("accounts".into(), scope.accounts.clone().into());
+            }
+            fields.insert("deny".into(), scope.deny.into());
+            if let Some(latency) = scope.latency {
+                let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+                fields.insert("latency_ms".into(), ms.into());
+            }
+        }
+        let _: serde_json::Value = self.post("faults", &body);
+    }
+
+    /// When each IAM/STS call since start or the last [`Moto::reset_calls`]
+    /// was in flight at the server, in the order they arrived: to measure
+    /// how many were at once (with [`Moto::faults_with_latency`] to make
+    /// each last).
+    pub fn request_spans(&self) -> Vec<Span> {
+        self.get("requests")
+    }
+
+    /// Every STS `AssumeRole` call since start or the last
+    /// [`Moto::reset_calls`], with its role, session name and external id.
+    pub fn assume_role_calls(&self) -> Vec<AssumeRoleCall> {
+        let all: Vec<serde_json::Value> = self.get("requests");
+        all.into_iter()
+            .filter(|r| r["action"] == "AssumeRole")
+            .map(|r| {
+                serde_json::from_value(r.clone())
+                    .unwrap_or_else(|e| panic!("AssumeRole entry {r}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Every call of a JSON or REST-JSON API (Security Hub, SQS, Config,
+    /// ...) since start or the last [`Moto::reset_calls`], in the order they
+    /// arrived, this testkit's own included.
+    pub fn api_requests(&self) -> Vec<ApiRequest> {
+        self.get("api_requests")
+    }
+
     /// Serve the credential report as it is now, stamped `generated` (default
     /// now), to every `GetCredentialReport` until [`Moto::thaw_report`], as
     /// AWS serves a report generated hours ago while the account moves on.
@@ -520,6 +627,11 @@ impl Moto {
         let _: serde_json::Value = self.post("mutate", &ops);
     }
 
+    /// [`Moto::mutate`] in another account than moto's default one.
+    pub fn mutate_in(&self, account: &str, ops: &[Mutation]) {
+        let _: serde_json::Value = self.post(&format!("mutate?account={account}"), &ops);
+    }
+
     /// Credentials of an assumed role (STS `AssumeRole`).
     pub fn assume_role(&self, role_arn: &str) -> AssumedRole {
         self.post(
@@ -537,7 +649,7 @@ impl Moto {
     /// the way the SDKs do: `POST /` with `X-Amz-Target: TARGET` and an
     /// Authorization header whose credential scope names `service` and
     /// `region` (moto reads them from it; it checks no signature). Panics on
-    /// an error answer.
+    /// an error answer; an empty answer (`PutConfigRule`) is `null`.
     pub fn aws_json(
         &self,
         service: &str,
@@ -713,6 +825,13 @@ impl Moto {
         if !status.is_success() {
             panic!("{url}: {status}: {text}{}", self.stderr_tail());
         }
+        // Some AWS actions answer nothing at all (Config's PutConfigRule,
+        // DeleteConfigRule): read as JSON `null`.
+        let text = if text.trim().is_empty() {
+            "null".to_string()
+        } else {
+            text
+        };
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e} in {text}"))
     }
 

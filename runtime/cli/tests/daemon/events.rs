@@ -3,6 +3,7 @@
 
 use super::{Account, Daemon, WAIT, user_with_key};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The region of the Config rules, the event bus and the queue.
@@ -484,5 +485,238 @@ fn a_stop_mid_event_leaves_the_message_for_the_next_start() {
         "each key written once: {deletes:?}"
     );
     assert_eq!(event_runs(&account).len(), 2);
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
+
+/// An event whose run fails (every DeleteAccessKey throttled, no retry):
+/// counted failed, left on the queue, back later each time (not in a hot
+/// loop); once AWS answers again, the next delivery acts and deletes it.
+#[test]
+fn an_event_whose_run_fails_stays_on_the_queue_and_comes_back_later() {
+    let account = Account::new("events-failed", vec![user_with_key("alice", 200)]);
+    let url = queue(&account, "engine-events", &[]);
+    account.write_policy("rotate.toml", &policies(&url, ""));
+    let alice_key = account.key("alice", 0);
+    let alice = user_id(&account, "alice");
+    account.moto.faults(&engine_testkit::Faults {
+        throttle: 1.0,
+        actions: Some(vec!["DeleteAccessKey".into()]),
+        ..engine_testkit::Faults::default()
+    });
+    let mut daemon = account.daemon(&["--events-visibility", "1s", "--max-attempts", "1"]);
+    daemon.wait_status("the queue being read", |s| s["events"]["queue"] == url);
+
+    put(&account, change(RULE, &alice, "NON_COMPLIANT"));
+    let failed = daemon.wait_status("two failed runs", |s| events(s, "failed") >= 2);
+    // Back on: the next delivery (2 s after the second) succeeds.
+    account.moto.faults(&engine_testkit::Faults::default());
+    assert_eq!(events(&failed, "failed"), 2, "{failed:#}");
+    assert_eq!(events(&failed, "acted"), 0, "{failed:#}");
+    assert_eq!(failed["events"]["last"]["outcome"], "failed", "{failed:#}");
+    assert_eq!(failed["events"]["last"]["user"], "alice", "{failed:#}");
+    let m = daemon.metrics();
+    assert_eq!(
+        m.get("engine_events_total", &[("outcome", "failed")]),
+        Some(2.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get(
+            "engine_actions_total",
+            &[
+                ("account", ACCOUNT),
+                ("policy", "rotate"),
+                ("kind", "delete-access-key"),
+                ("outcome", "failed")
+            ]
+        ),
+        Some(2.0),
+        "{}",
+        m.text
+    );
+    assert!(account.has_key("alice", &alice_key));
+
+    let acted = daemon.wait_status("the event acted on", |s| events(s, "acted") == 1);
+    wait_queue_empty(&mut daemon, &account, &url);
+    assert!(!account.has_key("alice", &alice_key));
+    assert_eq!(events(&acted, "failed"), 2, "{acted:#}");
+    assert_eq!(events(&acted, "received"), 3, "{acted:#}");
+    let m = daemon.metrics();
+    assert_eq!(
+        m.get("engine_events_received_total", &[]),
+        Some(3.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get("engine_events_total", &[("outcome", "acted")]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+
+    // Three deliveries, each one write: two throttled, then done; hidden
+    // 1 s, then 2 s, between them (not retried at once).
+    let writes: Vec<_> = account
+        .moto
+        .requests()
+        .into_iter()
+        .filter(|r| r.action == "DeleteAccessKey")
+        .collect();
+    let statuses: Vec<u16> = writes.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [400, 400, 200], "{writes:?}");
+    assert!(
+        writes
+            .iter()
+            .all(|r| r.key_id.as_deref() == Some(alice_key.as_str())),
+        "{writes:?}"
+    );
+    let (gap1, gap2) = (writes[1].at - writes[0].at, writes[2].at - writes[1].at);
+    assert!(
+        gap1 >= 0.9,
+        "back after {gap1:.2} s, hidden for 1 s: {writes:?}"
+    );
+    assert!(
+        gap2 >= 1.9,
+        "back after {gap2:.2} s, hidden for 2 s: {writes:?}"
+    );
+    // The journal: two failed runs, then the one that did it.
+    let runs = event_runs(&account);
+    let statuses: Vec<&str> = runs.iter().filter_map(|r| r["status"].as_str()).collect();
+    assert_eq!(statuses, ["failed", "failed", "ok"], "{runs:#?}");
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
+
+/// The declared rule changed in the console is put back by the next
+/// scheduled run; a declaration removed by an edit deletes the engine's
+/// rule, and a rule of another name it never managed stays.
+#[test]
+fn the_daemon_repairs_drift_of_its_rule_and_deletes_only_its_own_when_undeclared() {
+    let account = Account::new("events-rule-drift", vec![]);
+    let declared = |extra: &str| {
+        format!(
+            "[aws_config]\nregion = \"{REGION}\"\n\n[policy.rotate]\nrule = \"cis-1.4\"\n\
+             max_key_age_days = 90\nschedule = \"*/3 * * * * *\"\n{extra}\n"
+        )
+    };
+    let rules = |moto: &engine_testkit::Moto| -> BTreeMap<String, String> {
+        let rules = moto.aws_json(
+            "config",
+            REGION,
+            "StarlingDoveService.DescribeConfigRules",
+            &json!({}),
+        );
+        rules["ConfigRules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                (
+                    r["ConfigRuleName"].as_str().unwrap_or_default().to_string(),
+                    r["InputParameters"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    let put_rule = |name: &str, days: u32| {
+        account.moto.aws_json(
+            "config",
+            REGION,
+            "StarlingDoveService.PutConfigRule",
+            &json!({"ConfigRule": {
+                "ConfigRuleName": name,
+                "Source": {"Owner": "AWS", "SourceIdentifier": "ACCESS_KEYS_ROTATED"},
+                "InputParameters": json!({"maxAccessKeyAge": days.to_string()}).to_string()
+            }}),
+        );
+    };
+    let params = |days: u32| json!({"maxAccessKeyAge": days.to_string()});
+    let parsed = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    // Someone else's rule, never declared.
+    put_rule("theirs", 45);
+    account.write_policy(
+        "rotate.toml",
+        &declared("aws_config_rule = \"access-keys-rotated\""),
+    );
+    let mut daemon = account.daemon(&[]);
+    daemon.wait_for("the rule created at start", || {
+        rules(&account.moto)
+            .get(RULE)
+            .filter(|p| parsed(p) == params(90))
+            .map(|_| ())
+    });
+
+    // Changed behind the engine's back (no reload, no restart): a
+    // scheduled run puts it back.
+    let drifted_at = chrono::Utc::now();
+    put_rule(RULE, 365);
+    daemon.wait_for("the drift repaired", || {
+        rules(&account.moto)
+            .get(RULE)
+            .filter(|p| parsed(p) == params(90))
+            .map(|_| ())
+    });
+    let status = daemon.status();
+    assert_eq!(
+        status["last_reload"]["trigger"], "start",
+        "no reload: {status:#}"
+    );
+    let history = account.history();
+    let repaired = history
+        .iter()
+        .find(|r| {
+            r["command"] == "apply-config-rules" && super::stamp(&r["started_at"]) > drifted_at
+        })
+        .unwrap_or_else(|| panic!("the repair is journaled: {history:#?}"));
+    assert_eq!(repaired["status"], "ok", "{repaired:#}");
+    assert!(
+        history.iter().any(|r| r["command"] == "scheduled"
+            && super::stamp(&r["started_at"]) < super::stamp(&repaired["started_at"])),
+        "made by a scheduled run: {history:#?}"
+    );
+    // One write put it back (the drift was there), one made it at start.
+    let m = daemon.wait_metrics("the repair counted", |m| {
+        m.get(
+            "engine_config_rule_changes_total",
+            &[("change", "update"), ("outcome", "done")],
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        m.get(
+            "engine_config_rule_changes_total",
+            &[("change", "create"), ("outcome", "done")]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+
+    // The declaration removed: the reload deletes the engine's rule only.
+    account.write_policy("rotate.toml", &declared(""));
+    daemon.wait_for("the engine's rule deleted", || {
+        (!rules(&account.moto).contains_key(RULE)).then_some(())
+    });
+    let left = rules(&account.moto);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(parsed(&left["theirs"]), params(45), "{left:?}");
+    daemon.wait_metrics("the delete counted", |m| {
+        m.get(
+            "engine_config_rule_changes_total",
+            &[("change", "delete"), ("outcome", "done")],
+        ) == Some(1.0)
+    });
+    // Runs under the new configuration leave `theirs` alone too.
+    let deleted_at = chrono::Utc::now();
+    daemon.wait_status("a scheduled run started since", |s| {
+        let last = &super::policy_status(s, "rotate")["last_run"];
+        !last.is_null() && super::stamp(&last["started_at"]) > deleted_at
+    });
+    assert_eq!(rules(&account.moto).len(), 1);
+    assert_eq!(parsed(&rules(&account.moto)["theirs"]), params(45));
     assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
 }

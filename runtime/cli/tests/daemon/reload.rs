@@ -1,12 +1,20 @@
 //! Reloads: a broken configuration, by edit or SIGHUP, leaves the old one
 //! running and says so; a fixed one takes over and the next run uses it.
 
-use super::{
-    Account, Daemon, Metrics, WAIT, policy_status, rotate_policy, runs_total, user_with_key,
-};
+use std::time::Duration;
+
+use engine_testkit::Faults;
 use serde_json::Value;
 
+use super::{
+    Account, Daemon, Metrics, WAIT, journaled, policy_status, rotate_policy, runs_total,
+    user_with_key,
+};
+
 const SCHEDULE: &str = "*/2 * * * * *";
+
+/// A schedule that does not fire during a test (once a year).
+const YEARLY: &str = "0 0 0 1 1 *";
 
 fn reloads(m: &Metrics, result: &str) -> f64 {
     m.get("engine_reloads_total", &[("result", result)])
@@ -217,5 +225,121 @@ fn a_changed_plugin_file_reloads_and_a_wrong_sha256_is_refused() {
         "success",
     );
     assert_eq!(back["config"]["policies"], 1, "{back:#}");
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
+
+/// A reload while a run waits for AWS: the run goes on with the
+/// configuration it started with, and the next run uses the new one.
+#[test]
+fn a_run_in_progress_finishes_with_the_configuration_it_started_with() {
+    let account = Account::new(
+        "reload-mid-run",
+        vec![user_with_key("old", 200), user_with_key("aging", 50)],
+    );
+    let (old, aging) = (account.key("old", 0), account.key("aging", 0));
+    account.write_policy("rotate.toml", &rotate_policy(90, Some(SCHEDULE)));
+    // The run's first call (who am I) takes 4 s: it is still making its
+    // snapshot when the configuration changes.
+    account.moto.faults_with_latency(
+        &Faults {
+            actions: Some(vec!["GetCallerIdentity".into()]),
+            ..Faults::default()
+        },
+        Duration::from_secs(4),
+    );
+    let mut daemon = account.daemon(&[]);
+    let running = daemon.wait_status("the first run in progress", |s| !s["current_run"].is_null());
+    let started = running["current_run"]["started_at"].clone();
+    let digest = running["config"]["digest"].clone();
+    assert_eq!(runs_total(&running), 0, "{running:#}");
+
+    // 30 days now: `aging` is stale under the new configuration.
+    account.write_policy("rotate.toml", &rotate_policy(30, Some(SCHEDULE)));
+    daemon.signal("HUP");
+    let reloaded = daemon.wait_status("the new configuration", |s| {
+        s["last_reload"]["result"] == "success" && s["config"]["digest"] != digest
+    });
+    // Reloaded while the first run was still in progress.
+    assert_eq!(
+        reloaded["current_run"]["started_at"], started,
+        "the run must still be in progress when the reload is done: {reloaded:#}"
+    );
+    assert_eq!(runs_total(&reloaded), 0, "{reloaded:#}");
+    account.moto.faults(&Faults::default());
+
+    let after = daemon.wait_status("the next run", |s| runs_total(s) >= 2);
+    assert_eq!(after["runs"]["failed"], 0, "{after:#}");
+    daemon.wait_for("the 50-day key deleted", || {
+        (!account.has_key("aging", &aging)).then_some(())
+    });
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+
+    let runs = account.scheduled_runs();
+    assert!(runs.len() >= 2, "{runs:#?}");
+    let row = |user: &str, key: &str| {
+        vec![(
+            user.to_string(),
+            key.to_string(),
+            "delete-access-key".to_string(),
+            "done".to_string(),
+        )]
+    };
+    // The run in progress: 90 days, as when it started (only `old`).
+    assert_eq!(journaled(&runs[0]), row("old", &old), "{runs:#?}");
+    // The next run: 30 days (`aging` too).
+    assert_eq!(journaled(&runs[1]), row("aging", &aging), "{runs:#?}");
+    assert!(
+        runs[2..].iter().all(|r| journaled(r).is_empty()),
+        "{runs:#?}"
+    );
+    let deletes = account.deletes_per_key();
+    assert_eq!(
+        deletes,
+        [(old, 1), (aging, 1)].into_iter().collect(),
+        "{deletes:?}"
+    );
+}
+
+/// Several quick edits (an editor saving, a `git pull`) make one reload,
+/// of the last version.
+#[test]
+fn a_burst_of_edits_makes_one_reload() {
+    let account = Account::new("reload-burst", vec![]);
+    account.write_policy("rotate.toml", &rotate_policy(90, Some(YEARLY)));
+    let mut daemon = account.daemon(&[]);
+    let start = daemon.wait_status("a status document", |s| s["config"].is_object());
+    let at = start["last_reload"]["at"].clone();
+    assert_eq!(reloads(&daemon.metrics(), "success"), 1.0);
+
+    // Five versions, 100 ms apart (the debounce is 0.5 s).
+    for n in 1..=5 {
+        account.write_policy(
+            "rotate.toml",
+            &rotate_policy(90, Some(YEARLY)).replace("[policy.rotate]", &format!("[policy.v{n}]")),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reloaded = wait_reload(&mut daemon, &at, "file-change", "success");
+    let names: Vec<&str> = reloaded["policies"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["v5"], "the last version: {reloaded:#}");
+    // Well past the debounce: still that one reload.
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = daemon.metrics();
+    assert_eq!(reloads(&m, "success"), 2.0, "{}", m.text);
+    assert_eq!(reloads(&m, "failure"), 0.0, "{}", m.text);
+    let later = daemon.status();
+    assert_eq!(
+        later["last_reload"]["at"], reloaded["last_reload"]["at"],
+        "{later:#}"
+    );
+    let lines = daemon
+        .lines()
+        .iter()
+        .filter(|l| l.contains("policy files changed: reloading"))
+        .count();
+    assert_eq!(lines, 1, "{}", daemon.log());
     assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
 }

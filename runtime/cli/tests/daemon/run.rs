@@ -2,14 +2,15 @@
 //! count what moto saw, runs never overlap, and JSON logs name every action
 //! but never the secret.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use engine_testkit::{Faults, SeedUser};
 use serde_json::{Value, json};
 
 use super::{
-    Account, OWN_USER, SECRET, WAIT, applying, assert_status_shape, days_ago, journaled,
-    policy_status, poll_until, rotate_policy, runs_total, stamp, user_with_key,
+    Account, OWN_USER, SECRET, WAIT, applying, assert_status_shape, daily_at, days_ago, hourly_at,
+    journaled, policy_status, poll_until, rotate_policy, runs_total, soon, stamp, user_with_key,
 };
 
 #[test]
@@ -28,19 +29,26 @@ fn the_first_scheduled_run_does_exactly_its_plan_and_the_metrics_count_it() {
             SeedUser::new("retired", days_ago(900)).key(days_ago(500), Some(days_ago(400)), false),
         ],
     );
-    account.write_policy("rotate.toml", &rotate_policy(90, Some("*/2 * * * * *")));
     let before = account.state();
     account.moto.reset_calls();
+    // Due once in the test's window (next: an hour later), so the run, its
+    // plan and what the metrics count are those of the first run alone.
+    let tick = soon(Duration::from_secs(4));
+    let schedule = hourly_at(tick);
+    account.write_policy("rotate.toml", &rotate_policy(90, Some(&schedule)));
     let mut daemon = account.daemon(&[]);
 
     let health = daemon.get("/healthz");
     assert_eq!((health.status, health.body.as_str()), (200, "ok"));
 
-    // The first run, and its plan, read before the next run can replace it.
     let first = daemon.wait_status("the first run", |s| runs_total(s) >= 1);
     let plan = daemon.plan().expect("/v1/plan after the first run");
-    let again = daemon.status();
-    let plan_is_the_first = runs_total(&first) == 1 && runs_total(&again) == 1;
+    assert_eq!(runs_total(&first), 1, "one run: {first:#}");
+    let started = stamp(&policy_status(&first, "rotate")["last_run"]["started_at"]);
+    assert!(
+        started >= tick,
+        "the run started at {started}, before its tick {tick}"
+    );
 
     let expected: Vec<(String, String, String)> = ["stale-a", "stale-b", "stale-c"]
         .iter()
@@ -63,36 +71,28 @@ fn the_first_scheduled_run_does_exactly_its_plan_and_the_metrics_count_it() {
     assert_eq!(account.state(), after, "the account after the first run");
 
     // The plan said so.
-    if plan_is_the_first {
-        assert_eq!(applying(&plan), expected, "{plan:#}");
-        let last = &policy_status(&first, "rotate")["last_run"];
-        assert_eq!(last["result"], "ok", "{first:#}");
-        assert_eq!(last["actions"]["done"], 3, "{first:#}");
-        assert_eq!(last["actions"]["failed"], 0, "{first:#}");
-        let findings = plan["findings"].as_array().expect("findings").len();
-        // 3 stale, the exempt one and the engine's own key.
-        assert_eq!(findings, 5, "{plan:#}");
-        assert_eq!(last["findings"], findings, "{first:#}");
-    } else {
-        // A later run's plan: the deleted keys are gone from the report.
-        assert!(applying(&plan).is_empty(), "{plan:#}");
-        println!("note: a second run finished before /v1/plan was read");
-    }
+    assert_eq!(applying(&plan), expected, "{plan:#}");
+    let last = &policy_status(&first, "rotate")["last_run"];
+    assert_eq!(last["result"], "ok", "{first:#}");
+    assert_eq!(last["actions"]["done"], 3, "{first:#}");
+    assert_eq!(last["actions"]["failed"], 0, "{first:#}");
+    let findings = plan["findings"].as_array().expect("findings").len();
+    // 3 stale, the exempt one and the engine's own key.
+    assert_eq!(findings, 5, "{plan:#}");
+    assert_eq!(last["findings"], findings, "{first:#}");
     assert_eq!(plan["policies"][0]["name"], "rotate", "{plan:#}");
 
     // The journal: a `scheduled` run that did exactly that.
     let runs = account.scheduled_runs();
-    let run = runs.first().expect("a scheduled run in the journal");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    let run = &runs[0];
     assert_eq!(run["status"], "ok", "{run:#}");
+    assert_eq!(run["id"], last["run"], "{run:#}");
     let done: Vec<_> = expected
         .iter()
         .map(|(u, k, a)| (u.clone(), k.clone(), a.clone(), "done".to_string()))
         .collect();
     assert_eq!(journaled(run), done, "{run:#}");
-    assert!(
-        runs[1..].iter().all(|r| journaled(r).is_empty()),
-        "later runs have nothing to do: {runs:#?}"
-    );
 
     // Metrics: the action counters are what moto saw.
     let metrics = daemon.metrics();
@@ -142,7 +142,12 @@ fn the_first_scheduled_run_does_exactly_its_plan_and_the_metrics_count_it() {
         metrics.get("engine_reloads_total", &[("result", "failure")]),
         Some(0.0)
     );
-    assert!(metrics.get("engine_runs_total", &[("result", "ok")]) >= Some(1.0));
+    assert_eq!(
+        metrics.get("engine_runs_total", &[("result", "ok")]),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
     assert_eq!(
         metrics.get("engine_runs_total", &[("result", "failed")]),
         Some(0.0)
@@ -153,10 +158,12 @@ fn the_first_scheduled_run_does_exactly_its_plan_and_the_metrics_count_it() {
             &[("policy", "rotate")],
         )
         .unwrap_or_else(|| panic!("no next run for rotate:\n{}", metrics.text));
-    let now = chrono::Utc::now().timestamp() as f64;
-    assert!(
-        next > now - 5.0 && next < now + 5.0,
-        "next run {next}, now {now}"
+    // An hour after the tick it ran at.
+    assert_eq!(
+        next,
+        (tick + chrono::TimeDelta::hours(1)).timestamp() as f64,
+        "{}",
+        metrics.text
     );
     assert!(
         metrics
@@ -214,9 +221,13 @@ fn the_first_scheduled_run_does_exactly_its_plan_and_the_metrics_count_it() {
     let rotate = policy_status(&status, "rotate");
     assert_eq!(rotate["rule"], "cis-1.4");
     assert_eq!(rotate["mode"], "enforce");
-    assert_eq!(rotate["schedule"], "*/2 * * * * *");
-    assert!(rotate["next_run"].is_string(), "{status:#}");
-    assert!(rotate["runs"].as_u64() >= Some(1), "{status:#}");
+    assert_eq!(rotate["schedule"], schedule.as_str());
+    assert_eq!(
+        stamp(&rotate["next_run"]),
+        tick + chrono::TimeDelta::hours(1),
+        "{status:#}"
+    );
+    assert_eq!(rotate["runs"], 1, "{status:#}");
     assert_eq!(status["runs"]["failed"], 0, "{status:#}");
     assert!(
         !status.to_string().contains(SECRET),
@@ -530,4 +541,377 @@ fn readiness_follows_the_last_aws_contact() {
     daemon.signal("INT");
     let status = daemon.wait_exit(WAIT).expect("exit after SIGINT");
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
+/// `[policy.unused]`: cis-1.3 over 90 days, deactivating, on `schedule`.
+fn unused_policy(schedule: &str) -> String {
+    format!(
+        "[policy.unused]\nrule = \"cis-1.3\"\naction = \"deactivate-unused-credentials\"\n\
+         max_unused_days = 90\nschedule = \"{schedule}\"\n"
+    )
+}
+
+/// `ListAccessKeys` calls moto received per user.
+fn list_access_keys_per_user(account: &Account) -> BTreeMap<String, usize> {
+    let mut per_user = BTreeMap::new();
+    for r in account.moto.requests() {
+        if r.action == "ListAccessKeys" {
+            *per_user.entry(r.user.unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    per_user
+}
+
+#[test]
+fn policies_due_at_the_same_instant_share_one_run() {
+    // `both` has a key for each policy: 400 days old and used yesterday
+    // (cis-1.4 over 365 days only), 200 days old and unused for 150 days
+    // (cis-1.3 over 90 days only). `fresh` has nothing to find.
+    let account = Account::new(
+        "shared",
+        vec![
+            SeedUser::new("both", days_ago(900))
+                .key(days_ago(400), Some(days_ago(1)), true)
+                .key(days_ago(200), Some(days_ago(150)), true),
+            user_with_key("fresh", 10),
+        ],
+    );
+    let (rotated, unused) = (account.key("both", 0), account.key("both", 1));
+    // Two schedules, hourly and daily, both due at `tick` (once in the test).
+    let tick = soon(Duration::from_secs(4));
+    account.write_policy("rotate.toml", &rotate_policy(365, Some(&hourly_at(tick))));
+    account.write_policy("unused.toml", &unused_policy(&daily_at(tick)));
+    account.moto.reset_calls();
+    let mut daemon = account.daemon(&[]);
+
+    let status = daemon.wait_status("the run", |s| runs_total(s) >= 1);
+    assert_eq!(runs_total(&status), 1, "{status:#}");
+    let (r, u) = (
+        &policy_status(&status, "rotate")["last_run"],
+        &policy_status(&status, "unused")["last_run"],
+    );
+    assert!(r["run"].is_i64(), "{status:#}");
+    assert_eq!(r["run"], u["run"], "one run for both policies: {status:#}");
+    assert_eq!(r["started_at"], u["started_at"], "{status:#}");
+    assert_eq!(
+        (r["result"].as_str(), u["result"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
+    assert_eq!(policy_status(&status, "rotate")["runs"], 1, "{status:#}");
+    assert_eq!(policy_status(&status, "unused")["runs"], 1, "{status:#}");
+
+    // The journal: one scheduled run that acted for both policies.
+    let runs = account.scheduled_runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["status"], "ok", "{runs:#?}");
+    let mut acted: Vec<(String, String, String, String)> = runs[0]["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            let s = |f: &str| a[f].as_str().unwrap_or_default().to_string();
+            (s("policy"), s("key_id"), s("action"), s("outcome"))
+        })
+        .collect();
+    acted.sort();
+    let row = |p: &str, k: &str, a: &str| (p.into(), k.into(), a.into(), "done".into());
+    assert_eq!(
+        acted,
+        [
+            row("rotate", &rotated, "delete-access-key"),
+            row("unused", &unused, "deactivate-access-key"),
+        ],
+        "{runs:#?}"
+    );
+    let both = account.moto.state();
+    let both = both.user("both").expect("both");
+    assert!(both.key(&rotated).is_none(), "{both:?}");
+    assert_eq!(
+        both.key(&unused).map(|k| k.status.as_str()),
+        Some("Inactive")
+    );
+
+    // One credential report for the two policies: downloaded once.
+    let requests = account.moto.requests();
+    let downloads = requests
+        .iter()
+        .filter(|r| r.action == "GetCredentialReport" && r.status == 200)
+        .count();
+    assert_eq!(downloads, 1, "{:?}", account.moto.calls());
+    let generated = requests
+        .iter()
+        .filter(|r| r.action == "GenerateCredentialReport")
+        .count();
+    assert!((1..=3).contains(&generated), "{:?}", account.moto.calls());
+    // One ListAccessKeys for `both` in the snapshot, shared by the two
+    // policies' findings, and one re-check before each of its two writes;
+    // none for a user without a key finding.
+    let listed = list_access_keys_per_user(&account);
+    assert_eq!(listed.get("both"), Some(&3), "{listed:?}");
+    assert_eq!(listed.get("fresh"), None, "{listed:?}");
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn over_its_blast_radius_cap_a_policy_does_nothing_in_a_scheduled_run() {
+    // Three keys over 180 days for `rotate`, capped at 2 actions; `idle`'s
+    // key is younger than that but unused for 100 days: `unused` acts on it
+    // in the same run.
+    let account = Account::new(
+        "blast",
+        vec![
+            user_with_key("stale-a", 200),
+            user_with_key("stale-b", 250),
+            user_with_key("stale-c", 300),
+            SeedUser::new("idle", days_ago(900)).key(days_ago(120), Some(days_ago(100)), true),
+        ],
+    );
+    let tick = soon(Duration::from_secs(4));
+    account.write_policy(
+        "rotate.toml",
+        &format!(
+            "{}max_actions_per_run = 2\n",
+            rotate_policy(180, Some(&hourly_at(tick)))
+        ),
+    );
+    account.write_policy("unused.toml", &unused_policy(&hourly_at(tick)));
+    let idle = account.key("idle", 0);
+    let before = account.state();
+    let mut daemon = account.daemon(&[]);
+
+    let status = daemon.wait_status("the run", |s| runs_total(s) >= 1);
+    assert_eq!(runs_total(&status), 1, "{status:#}");
+    assert_eq!(status["runs"]["failed"], 1, "{status:#}");
+    let rotate = &policy_status(&status, "rotate")["last_run"];
+    assert_eq!(rotate["result"], "failed", "{status:#}");
+    assert_eq!(rotate["actions"]["done"], 0, "{status:#}");
+    let error = rotate["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("rotate: the plan has 3 actions, more than max_actions_per_run = 2")
+            && error.contains("nothing will be done for this policy"),
+        "{status:#}"
+    );
+    assert_eq!(
+        policy_status(&status, "unused")["last_run"]["actions"]["done"],
+        1,
+        "{status:#}"
+    );
+
+    // The account: the capped policy wrote nothing; the other one acted.
+    let mut expected = before.clone();
+    for u in &mut expected.users {
+        for k in &mut u.keys {
+            if k.id == idle {
+                k.status = "Inactive".into();
+            }
+        }
+    }
+    assert_eq!(account.state(), expected);
+    let calls = account.moto.calls();
+    assert!(!calls.contains_key("DeleteAccessKey"), "{calls:?}");
+    assert_eq!(calls.get("UpdateAccessKey"), Some(&1), "{calls:?}");
+
+    // The plan says why; the journal has only the other policy's action.
+    let plan = daemon.plan().expect("a plan");
+    let errors = plan["errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{plan:#}");
+    assert_eq!(
+        (&errors[0]["policy"], &errors[0]["kind"]),
+        (&json!("rotate"), &json!("blast-radius")),
+        "{plan:#}"
+    );
+    assert!(
+        applying(&plan).iter().all(|(u, _, _)| u == "idle"),
+        "{plan:#}"
+    );
+    let runs = account.scheduled_runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["status"], "failed", "{runs:#?}");
+    assert_eq!(
+        journaled(&runs[0]),
+        [(
+            "idle".to_string(),
+            idle.clone(),
+            "deactivate-access-key".to_string(),
+            "done".to_string()
+        )],
+        "{runs:#?}"
+    );
+    let m = daemon.metrics();
+    assert_eq!(
+        m.sum("engine_actions_total", &[("policy", "rotate")]),
+        0.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.sum(
+            "engine_actions_total",
+            &[
+                ("policy", "unused"),
+                ("kind", "deactivate-access-key"),
+                ("outcome", "done")
+            ]
+        ),
+        1.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get("engine_runs_total", &[("result", "failed")]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn metrics_time_each_run_stamp_each_policy_and_count_plugin_failures() {
+    use sha2::{Digest, Sha256};
+
+    let account = Account::new("metrics", vec![user_with_key("mid", 200)]);
+    let mid = account.key("mid", 0);
+    // A plugin that traps, pinned by its sha256.
+    let plugins = account.dir.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("mkdir plugins");
+    let wasm = std::path::Path::new(engine_wasm::BUILT_PLUGIN_DIR).join("testdata_trap.wasm");
+    let bytes = std::fs::read(&wasm).expect("the trap plugin is built by engine-wasm");
+    std::fs::write(plugins.join("trap.wasm"), &bytes).expect("copy the plugin");
+    let sha: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+
+    // Run 1: `rotate` alone (nothing over 365 days but the engine's own key).
+    let tick = soon(Duration::from_secs(4));
+    account.write_policy("rotate.toml", &rotate_policy(365, Some(&hourly_at(tick))));
+    let mut daemon = account.daemon(&[]);
+    let first = daemon.wait_status("the first run", |s| runs_total(s) >= 1);
+    let m = daemon.metrics();
+    assert_eq!(
+        m.get("engine_run_duration_seconds_count", &[]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.sum("engine_plugin_failures_total", &[]),
+        0.0,
+        "{}",
+        m.text
+    );
+
+    // Run 2: a policy whose plugin traps, added by an edit, due soon after.
+    let tick2 = soon(Duration::from_secs(2));
+    account.write_policy(
+        "trapped.toml",
+        &format!(
+            "[policy.trapped]\nrule = \"cis-1.4\"\nmax_key_age_days = 90\naction = \"trap\"\n\
+             schedule = \"{}\"\n\n[plugin.trap]\nsource = \"../plugins/trap.wasm\"\n\
+             sha256 = \"{sha}\"\nallow = [\"delete-access-key\"]\n",
+            hourly_at(tick2)
+        ),
+    );
+    let second = daemon.wait_status("the trapped policy's run", |s| runs_total(s) >= 2);
+    assert_eq!(runs_total(&second), 2, "{second:#}");
+    assert_eq!(second["runs"]["failed"], 1, "{second:#}");
+    let trapped = &policy_status(&second, "trapped")["last_run"];
+    assert_eq!(trapped["result"], "failed", "{second:#}");
+    assert!(
+        trapped["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("trap")),
+        "{second:#}"
+    );
+    let rotate = &policy_status(&second, "rotate")["last_run"];
+    assert_eq!(
+        *rotate,
+        policy_status(&first, "rotate")["last_run"],
+        "{second:#}"
+    );
+    assert_eq!(rotate["result"], "ok", "{second:#}");
+    // The trapping plugin did nothing.
+    assert!(account.has_key("mid", &mid));
+    assert!(!account.moto.calls().contains_key("DeleteAccessKey"));
+
+    let m = daemon.metrics();
+    let epoch = |v: &Value| stamp(v).timestamp_millis() as f64 / 1000.0;
+    let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 0.002);
+    // One observation per run, summing their durations.
+    assert_eq!(
+        m.get("engine_run_duration_seconds_count", &[]),
+        Some(2.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get("engine_run_duration_seconds_bucket", &[("le", "+Inf")]),
+        Some(2.0),
+        "{}",
+        m.text
+    );
+    let took = |r: &Value| epoch(&r["finished_at"]) - epoch(&r["started_at"]);
+    let sum = m
+        .get("engine_run_duration_seconds_sum", &[])
+        .unwrap_or(-1.0);
+    assert!(
+        (sum - (took(rotate) + took(trapped))).abs() < 0.01 && sum > 0.0,
+        "sum {sum}, runs {} + {}:\n{}",
+        took(rotate),
+        took(trapped),
+        m.text
+    );
+    assert_eq!(
+        m.get("engine_runs_total", &[("result", "ok")]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get("engine_runs_total", &[("result", "failed")]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    // Last run and last success per policy: when its run finished.
+    let rotate_end = epoch(&rotate["finished_at"]);
+    let trapped_end = epoch(&trapped["finished_at"]);
+    assert!(trapped_end > rotate_end, "{second:#}");
+    let last_run = |p: &str| m.get("engine_policy_last_run_timestamp_seconds", &[("policy", p)]);
+    let last_ok = |p: &str| {
+        m.get(
+            "engine_policy_last_success_timestamp_seconds",
+            &[("policy", p)],
+        )
+    };
+    assert!(close(last_run("rotate"), rotate_end), "{}", m.text);
+    assert!(close(last_ok("rotate"), rotate_end), "{}", m.text);
+    assert!(close(last_run("trapped"), trapped_end), "{}", m.text);
+    assert_eq!(last_ok("trapped"), None, "never succeeded:\n{}", m.text);
+    // The plugin's failure, by plugin and kind.
+    assert_eq!(
+        m.get(
+            "engine_plugin_failures_total",
+            &[("plugin", "trap"), ("kind", "trap")]
+        ),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.sum("engine_plugin_failures_total", &[]),
+        1.0,
+        "{}",
+        m.text
+    );
+    assert!(
+        m.sum(
+            "engine_plugin_call_duration_seconds_count",
+            &[("plugin", "delete-expired-keys")]
+        ) == 1.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
 }

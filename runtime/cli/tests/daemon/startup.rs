@@ -3,7 +3,7 @@
 //! HTTP listener is loopback-only unless a token guards `/v1/*`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{
     Account, WAIT, listening_addr, policy_status, rotate_policy, strip_ansi, text, user_with_key,
@@ -252,4 +252,113 @@ fn a_sighup_while_starting_does_not_kill_it() {
     let status = daemon.wait_status("a status document", |s| s["config"].is_object());
     assert_eq!(status["config"]["policies"], 1, "{status:#}");
     assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
+
+/// `--lock-timeout`: a daemon waits for another engine's lock on the state
+/// directory, and starts once it is released; without it (or when the wait
+/// runs out) it is refused with the lock message, having done nothing.
+#[test]
+fn with_lock_timeout_a_daemon_waits_for_the_lock_and_starts_once_it_is_released() {
+    let account = Account::new("lock-timeout", vec![user_with_key("stale", 200)]);
+    account.write_policy("rotate.toml", &rotate_policy(90, Some(YEARLY)));
+    let mut holder = account.daemon(&[]);
+    let locked = format!("state is locked by pid {} on ", holder.pid());
+
+    // Without --lock-timeout: refused at once.
+    let t0 = Instant::now();
+    let mut refused = account.spawn_daemon(&[]);
+    let status = refused
+        .wait_exit(WAIT)
+        .unwrap_or_else(|| panic!("a second daemon runs:\n{}", refused.log()));
+    assert_eq!(status.code(), Some(1), "{}", refused.log());
+    assert!(refused.log().contains(&locked), "{}", refused.log());
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    // A wait shorter than the hold: refused the same way, after waiting.
+    let t0 = Instant::now();
+    let mut short = account.spawn_daemon(&["--lock-timeout", "700ms"]);
+    let status = short
+        .wait_exit(WAIT)
+        .unwrap_or_else(|| panic!("still running:\n{}", short.log()));
+    let waited = t0.elapsed();
+    assert_eq!(status.code(), Some(1), "{}", short.log());
+    assert!(short.log().contains(&locked), "{}", short.log());
+    assert!(waited >= Duration::from_millis(700), "{waited:?}");
+    assert!(
+        !short.lines().iter().any(|l| listening_addr(l).is_some()),
+        "{}",
+        short.log()
+    );
+
+    // SIGTERM while it waits: it stops at once (not when the wait ends),
+    // having started nothing.
+    let mut stopped = account.spawn_daemon(&["--lock-timeout", "30s"]);
+    let waiting_line = stopped.wait_line("saying it waits for the lock", |l| {
+        l.contains(&locked) && l.contains("waiting up to 30s")
+    });
+    assert!(waiting_line.contains("INFO"), "{waiting_line}");
+    assert!(stopped.exit_status().is_none(), "{}", stopped.log());
+    let t0 = Instant::now();
+    assert_eq!(stopped.terminate(WAIT), Some(0), "{}", stopped.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "stopped {:?} after SIGTERM while waiting for the lock:\n{}",
+        t0.elapsed(),
+        stopped.log()
+    );
+    assert!(
+        stopped
+            .log()
+            .contains("stopped while waiting for the state lock"),
+        "{}",
+        stopped.log()
+    );
+    assert!(
+        !stopped.lines().iter().any(|l| listening_addr(l).is_some()),
+        "{}",
+        stopped.log()
+    );
+
+    // A long enough wait: it waits while the lock is held...
+    let mut waiting = account.spawn_daemon(&["--lock-timeout", "30s"]);
+    waiting.wait_line("saying it waits for the lock", |l| {
+        l.contains(&locked) && l.contains("waiting up to 30s")
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        waiting.exit_status().is_none(),
+        "it gave up while waiting:\n{}",
+        waiting.log()
+    );
+    assert!(
+        !waiting.lines().iter().any(|l| listening_addr(l).is_some()),
+        "it started while the lock was held:\n{}",
+        waiting.log()
+    );
+    // ...and starts once it is released.
+    assert_eq!(holder.terminate(WAIT), Some(0), "{}", holder.log());
+    let released = Instant::now();
+    waiting.wait_listening();
+    assert!(released.elapsed() < Duration::from_secs(10));
+    let status = waiting.status();
+    assert_eq!(status["pid"], waiting.pid(), "{status:#}");
+    assert_eq!(status["config"]["policies"], 1, "{status:#}");
+    assert!(
+        !waiting.log().contains("nothing was started"),
+        "{}",
+        waiting.log()
+    );
+    // It holds the lock now: an apply is refused by it.
+    let policies = account.policies().display().to_string();
+    let state = account.state_dir().display().to_string();
+    let out = account.engine(&["apply", &policies, "--state", &state, "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let now_locked = format!("state is locked by pid {} on ", waiting.pid());
+    assert!(
+        text(&out.stderr).contains(&now_locked),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(account.has_key("stale", &account.key("stale", 0)));
+    assert_eq!(waiting.terminate(WAIT), Some(0), "{}", waiting.log());
 }
