@@ -1,7 +1,7 @@
 //! The sandbox that runs remediation plugins.
 //!
 //! Plugins decide, the host acts. A plugin is a WebAssembly component built
-//! against the contract in `plugins/wit/v0.1.0`; this crate compiles it once
+//! against the contract in `plugins/sdk/wit/v0.1.0`; this crate compiles it once
 //! ([`Host::load`]), then runs it in a fresh store for every decision
 //! ([`Plugin::decide`]) with:
 //!
@@ -31,6 +31,7 @@ pub mod cache;
 mod convert;
 mod engine_config;
 mod files;
+pub mod inspect;
 pub mod limits;
 mod output;
 pub mod sandbox;
@@ -50,7 +51,7 @@ use wasmtime::{Engine, Store};
 
 use crate::sandbox::State;
 
-/// The contract version this host supports (`plugins/wit/v0.1.0`).
+/// The contract version this host supports (`plugins/sdk/wit/v0.1.0`).
 pub const CONTRACT_VERSION: &str = "0.1.0";
 /// The interface every plugin exports, without its version.
 pub const DECIDE_INTERFACE: &str = "engine:plugin/decide";
@@ -60,7 +61,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
-        path: "../../plugins/wit/v0.1.0",
+        path: "../../plugins/sdk/wit/v0.1.0",
     });
 }
 
@@ -154,7 +155,7 @@ pub enum PluginError {
     CompileTimeout { plugin: String, limit_ms: u64 },
     /// Built against a contract version this host does not support.
     #[error(
-        "plugin {plugin:?} was built against contract engine:plugin@{found}, but this engine supports only engine:plugin@{supported}; rebuild it with engine-plugin-sdk {supported} (plugins/wit/v{supported})"
+        "plugin {plugin:?} was built against contract engine:plugin@{found}, but this engine supports only engine:plugin@{supported}; rebuild it with engine-plugin-sdk {supported} (plugins/sdk/wit/v{supported})"
     )]
     Version {
         plugin: String,
