@@ -127,7 +127,7 @@ impl engine_aws::RequestObserver for AwsMetrics {
 pub(crate) struct PluginMetrics(pub(crate) Arc<Shared>);
 
 impl PluginObserver for PluginMetrics {
-    fn called(&self, plugin: &str, elapsed: Duration) {
+    fn called(&self, _policy: &str, plugin: &str, elapsed: Duration, _peak_memory_bytes: usize) {
         self.0.metrics.plugin_call(plugin, elapsed);
     }
     fn failed(&self, plugin: &str, kind: &str) {

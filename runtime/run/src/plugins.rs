@@ -22,8 +22,15 @@ use crate::pipeline::Decider;
 
 /// Told about every plugin call (the daemon's metrics).
 pub trait PluginObserver: Send + Sync {
-    /// A call that returned a decision, and how long it took.
-    fn called(&self, plugin: &str, elapsed: std::time::Duration);
+    /// A call for `policy` that returned a decision: how long it took and
+    /// the most memory the plugin held.
+    fn called(
+        &self,
+        policy: &str,
+        plugin: &str,
+        elapsed: std::time::Duration,
+        peak_memory_bytes: usize,
+    );
     /// A load or call that failed, by kind (`load`, `trap`, `timeout`, ...).
     fn failed(&self, plugin: &str, kind: &str);
 }
@@ -133,7 +140,12 @@ impl Decider for WasmDecider<'_> {
             e.to_failure()
         })?;
         if let Some(o) = self.observer {
-            o.called(&policy.action, decision.elapsed);
+            o.called(
+                &policy.name,
+                &policy.action,
+                decision.elapsed,
+                decision.peak_memory_bytes,
+            );
         }
         tracing::info!(
             invocation = %inv.invocation_id,

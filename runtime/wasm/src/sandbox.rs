@@ -244,7 +244,7 @@ impl State {
 }
 
 /// Split `ns:pkg/iface@version` into its name and version.
-fn split_version(name: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_version(name: &str) -> (&str, Option<&str>) {
     match name.split_once('@') {
         Some((n, v)) => (n, Some(v)),
         None => (name, None),
@@ -298,6 +298,37 @@ fn why_denied(iface: &str) -> &'static str {
     }
 }
 
+/// What the sandbox makes of one import of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Import {
+    /// `engine:plugin/host` or `engine:plugin/types` of the supported contract.
+    Contract,
+    /// `engine:plugin/...` of another contract version (the version found).
+    OtherContract(String),
+    /// A WASI 0.2.x interface Rust's std imports: a stub that denies every call.
+    Stub,
+    /// Anything else: the plugin is refused at load, for this reason.
+    Refused(String),
+}
+
+/// How the sandbox treats an import named `name` (`ns:pkg/iface@version`).
+pub fn judge_import(name: &str) -> Import {
+    let (iface, version) = split_version(name);
+    if iface.starts_with("engine:plugin/") {
+        return match version {
+            Some(v) if v == CONTRACT_VERSION => Import::Contract,
+            other => Import::OtherContract(other.unwrap_or("(unversioned)").to_string()),
+        };
+    }
+    match (STD_WASI_INTERFACES.contains(&iface), version) {
+        (true, Some(v)) if v.starts_with("0.2.") => Import::Stub,
+        (true, _) => Import::Refused(
+            "only WASI 0.2.x is supported; build for the wasm32-wasip2 target".to_string(),
+        ),
+        (false, _) => Import::Refused(why_denied(iface).to_string()),
+    }
+}
+
 /// Refuse forbidden imports; define the deny-all WASI stubs the plugin imports.
 pub(crate) fn link_imports(
     plugin: &str,
@@ -308,24 +339,17 @@ pub(crate) fn link_imports(
     let mut refused = Vec::new();
     let mut stubs = Vec::new();
     for (name, item) in ty.imports(engine) {
-        let (iface, version) = split_version(name);
-        if iface.starts_with("engine:plugin/") {
-            if version != Some(CONTRACT_VERSION) {
+        match judge_import(name) {
+            Import::Contract => {}
+            Import::OtherContract(found) => {
                 return Err(PluginError::Version {
                     plugin: plugin.to_string(),
-                    found: version.unwrap_or("(unversioned)").to_string(),
+                    found,
                     supported: CONTRACT_VERSION.to_string(),
                 });
             }
-            continue;
-        }
-        let known = STD_WASI_INTERFACES.contains(&iface);
-        match (known, version) {
-            (true, Some(v)) if v.starts_with("0.2.") => stubs.push((name.to_string(), item)),
-            (true, _) => refused.push(format!(
-                "{name} (only WASI 0.2.x is supported; build for the wasm32-wasip2 target)"
-            )),
-            (false, _) => refused.push(format!("{name}: {}", why_denied(iface))),
+            Import::Stub => stubs.push((name.to_string(), item)),
+            Import::Refused(why) => refused.push(format!("{name}: {why}")),
         }
     }
     if !refused.is_empty() {
