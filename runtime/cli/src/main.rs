@@ -10,6 +10,7 @@ mod check;
 mod daemon;
 mod event;
 mod history;
+mod plugin;
 mod render;
 
 use std::path::PathBuf;
@@ -83,6 +84,14 @@ enum Command {
     HandleEvent(HandleEventArgs),
     /// List recent runs and their actions from the journal.
     History(HistoryArgs),
+    /// Write, inspect and try remediation plugins (Rust, Python, JavaScript).
+    ///
+    /// `new` writes a project that builds as it is, `inspect` shows what a
+    /// .wasm file holds and whether this engine would load it, `test` runs it
+    /// in the sandbox on a credential report and shows the host's verdict on
+    /// each action it asks for.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
 }
 
 /// How to reach the account, and where the journal lives.
@@ -439,7 +448,7 @@ pub enum Format {
     Json,
 }
 
-fn parse_now(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+pub(crate) fn parse_now(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-11-28T00:00:00Z)"))
@@ -522,6 +531,7 @@ fn main() -> ExitCode {
                 apply::run(&args).await
             }
             Command::History(args) => history::run(&args),
+            Command::Plugin(cmd) => plugin::run(&cmd).await,
             Command::HandleEvent(args) => event::run(&args).await,
             Command::Daemon(_) => exit::ERROR,
         }
