@@ -25,7 +25,9 @@
 #   writable by UID 10001 (`chown 10001 DIR`). Keep it: it is what makes a
 #   crashed run recoverable and a saved plan applicable only once.
 # - /run/secrets/engine-token: with Compose or Swarm, a `secrets:` entry named
-#   engine-token lands exactly there.
+#   engine-token lands exactly there. The engine refuses a token file others
+#   can read, and Swarm mounts secrets 0444 by default: use the long syntax
+#   (`secrets: [{source: engine-token, uid: "10001", mode: 0400}]`).
 # - AWS credentials: the task/instance role (ECS task role, EKS IRSA or Pod
 #   Identity, EC2 instance profile: IMDSv2 needs a hop limit of 2 to be reached
 #   from a container), or AWS_* environment variables, or a read-only mounted
