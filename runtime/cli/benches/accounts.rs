@@ -18,11 +18,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use engine_testkit::{Faults, Moto, SeedUser};
+use engine_testkit::{Faults, Moto, SeedUser, measure};
 
 const ACCOUNTS: usize = 20;
 const STALE: usize = 5;
@@ -33,44 +33,20 @@ const ROLE: &str = "EngineRemediation";
 /// ListAccessKeys per stale user.
 const FLOOR: usize = 2 + 4 + STALE;
 
-struct Run {
-    wall: Duration,
-    peak_kb: i64,
-    code: Option<i32>,
-}
-
 /// Run `engine ARGS` in `dir`, with the wall time and the child's peak RSS.
-fn run(dir: &Path, moto: &Moto, own_key: &str, args: &[&str]) -> Run {
-    let t0 = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", own_key)
-        .env("AWS_SECRET_ACCESS_KEY", "x")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run engine");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, not waited for elsewhere; both
-    // pointers are valid for the call.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    std::mem::forget(child);
-    Run {
-        wall: t0.elapsed(),
-        peak_kb: usage.ru_maxrss,
-        code,
-    }
+fn run(dir: &Path, moto: &Moto, own_key: &str, args: &[&str]) -> measure::Measured {
+    measure::run(
+        Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", own_key)
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+    )
 }
 
 fn main() {

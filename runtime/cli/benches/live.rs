@@ -13,6 +13,8 @@
 use std::process::Command;
 use std::time::Instant;
 
+use engine_testkit::measure;
+
 use chrono::{TimeDelta, Utc};
 use engine_testkit::{Moto, SeedUser};
 
@@ -53,27 +55,26 @@ fn main() {
     .expect("policies");
     let run = |args: &[&str]| -> std::time::Duration {
         moto.reset_calls();
-        let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_engine"))
-            .args(args)
-            .current_dir(&dir)
-            .env("AWS_ENDPOINT_URL", moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", &own_key)
-            .env("AWS_SECRET_ACCESS_KEY", "x")
-            .env("AWS_REGION", "us-east-1")
-            .output()
-            .expect("run engine");
-        let elapsed = started.elapsed();
+        let m = measure::run(
+            Command::new(env!("CARGO_BIN_EXE_engine"))
+                .args(args)
+                .current_dir(&dir)
+                .env("AWS_ENDPOINT_URL", moto.endpoint())
+                .env("AWS_ACCESS_KEY_ID", &own_key)
+                .env("AWS_SECRET_ACCESS_KEY", "x")
+                .env("AWS_REGION", "us-east-1"),
+        );
         let calls = moto.calls();
         println!(
-            "engine {}: exit {:?}, {:.2} s, {} API calls {:?}",
+            "engine {}: exit {:?}, {:.2} s, peak RSS {:.1} MB (goal for check: under 20), {} API calls {:?}",
             args[0],
-            out.status.code(),
-            elapsed.as_secs_f64(),
+            m.code,
+            m.wall.as_secs_f64(),
+            m.peak_mb(),
             calls.values().sum::<u64>(),
             calls
         );
-        elapsed
+        m.wall
     };
     println!("{USERS} users seeded");
     let mut checks = Vec::new();

@@ -8,39 +8,18 @@
 //! (e.g. `10000,100000`) picks the sizes.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-struct Run {
-    wall: Duration,
-    peak_mb: f64,
-    code: Option<i32>,
-}
+use engine_testkit::measure;
 
-fn run(dir: &Path, args: &[&str]) -> Run {
-    let t0 = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run engine");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, waited for only here; both pointers are
-    // valid for the call.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
-    std::mem::forget(child);
-    Run {
-        wall: t0.elapsed(),
-        peak_mb: usage.ru_maxrss as f64 / 1024.0,
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-    }
+/// `engine ARGS` in `dir`: wall time, peak memory, exit code.
+fn run(dir: &Path, args: &[&str]) -> measure::Measured {
+    measure::run(
+        Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(args)
+            .current_dir(dir)
+            .env("NO_COLOR", "1"),
+    )
 }
 
 fn main() {
@@ -120,10 +99,10 @@ fn main() {
                 bytes.len() as f64 / 1e6,
                 if all_stale { "stale" } else { "mixed" },
                 json.wall.as_secs_f64(),
-                json.peak_mb,
+                json.peak_mb(),
                 json.wall.as_secs_f64() * 1e6 / users as f64,
                 human.wall.as_secs_f64(),
-                human.peak_mb
+                human.peak_mb()
             );
             let _ = std::fs::remove_file(&file);
         }

@@ -12,6 +12,7 @@
 //! installing moto into `.venv`. Without it the test fails with a message that
 //! says so: a missing moto is never a silent skip.
 
+pub mod measure;
 pub mod report;
 
 use std::collections::BTreeMap;
