@@ -14,7 +14,7 @@ use std::io::Write;
 use anstyle::{AnsiColor, Style};
 use engine_core::plan::{Plan, PolicyPlan};
 use engine_core::text::{for_terminal, is_unsafe};
-use engine_core::{ActionKind, Finding, Mode, Protection, Rule};
+use engine_core::{ActionKind, Finding, Mode, Protection, Rule, Stage};
 use serde::Serialize;
 
 pub use engine_run::document::Document;
@@ -57,6 +57,13 @@ fn verdict(
     }
     if f.exempt {
         return ('=', DIM, "exempt: no action".into());
+    }
+    if f.stage == Stage::Upcoming && action.is_none_or(|a| a.action == ActionKind::None) {
+        return (
+            '>',
+            DIM,
+            format!("upcoming: due on {}", f.due_at().date_naive()),
+        );
     }
     if let Some(fail) = &p.failure {
         return (
@@ -280,6 +287,12 @@ pub fn human(
     ));
     if s.superseded > 0 {
         line.push_str(&format!(", {} superseded", s.superseded));
+    }
+    if s.upcoming > 0 {
+        line.push_str(&format!(", {} upcoming", s.upcoming));
+    }
+    if s.deactivated > 0 {
+        line.push_str(&format!(", {} deactivated earlier", s.deactivated));
     }
     if s.report_only > 0 {
         line.push_str(&format!(", {} report-only", s.report_only));

@@ -133,6 +133,12 @@ pub fn exports(
 ) -> Vec<Export> {
     let mut out: BTreeMap<String, Export> = BTreeMap::new();
     for (i, f) in findings.iter().enumerate() {
+        // Only what breaks the rule now: an upcoming credential has not
+        // failed yet, a key the engine deactivated passes (and an earlier
+        // import of it is resolved).
+        if f.stage != crate::finding::Stage::Due {
+            continue;
+        }
         let id = finding_id(account, f);
         let t = taken.get(&i);
         if out

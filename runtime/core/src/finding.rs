@@ -99,6 +99,32 @@ pub enum Protection {
     Declared,
 }
 
+/// Where a finding stands against its policy's threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Past the threshold: the rule's finding.
+    #[default]
+    Due,
+    /// Crosses the threshold within the policy's `warn_before_days`: shown
+    /// and given to plugins (so they can warn its owner), never acted on.
+    Upcoming,
+    /// An access key the engine deactivated earlier and still inactive: no
+    /// longer counted by the rule, kept before the policy that deactivated
+    /// it so its plugin can delete it after a grace period.
+    Deactivated,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Due => "due",
+            Stage::Upcoming => "upcoming",
+            Stage::Deactivated => "deactivated",
+        }
+    }
+}
+
 /// A credential that breaks a rule of a policy.
 ///
 /// Its `reason` and `controls` follow from the other fields, so they are
@@ -140,12 +166,27 @@ pub struct Finding {
     /// the credential must not be newer than this (not replaced since).
     #[serde(default)]
     pub credential_created: Option<DateTime<Utc>>,
+    /// Where it stands: due (past the threshold), upcoming, or deactivated
+    /// by the engine and pending deletion.
+    #[serde(default)]
+    pub stage: Stage,
+    /// When the engine deactivated this access key (from its journal), if
+    /// it did; the key may have been reactivated since.
+    #[serde(default)]
+    pub deactivated_at: Option<DateTime<Utc>>,
 }
 
 impl Finding {
-    /// Whether the host may act on this finding at all.
+    /// When it crosses (or crossed) the threshold: `timestamp` plus the
+    /// threshold.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.timestamp + chrono::TimeDelta::days(i64::from(self.threshold_days))
+    }
+
+    /// Whether the host may act on this finding at all (upcoming findings
+    /// are only reported).
     pub fn remediable(&self) -> bool {
-        !self.exempt && self.protected.is_none()
+        !self.exempt && self.protected.is_none() && self.stage != Stage::Upcoming
     }
 
     /// One line, for humans: "access key 1 last rotated 2025-06-15, 530 days
@@ -188,6 +229,10 @@ impl Serialize for Finding {
             protected: Option<Protection>,
             user_created: Option<DateTime<Utc>>,
             credential_created: Option<DateTime<Utc>>,
+            stage: Stage,
+            due_at: DateTime<Utc>,
+            #[serde(skip_serializing_if = "is_none")]
+            deactivated_at: &'a Option<DateTime<Utc>>,
         }
         Out {
             account: &self.account,
@@ -207,6 +252,9 @@ impl Serialize for Finding {
             protected: self.protected,
             user_created: self.user_created,
             credential_created: self.credential_created,
+            stage: self.stage,
+            due_at: self.due_at(),
+            deactivated_at: &self.deactivated_at,
         }
         .serialize(s)
     }

@@ -18,7 +18,7 @@ pub mod rules;
 pub mod snapshot;
 pub mod text;
 
-pub use finding::{Basis, Control, Credential, Finding, Protection};
+pub use finding::{Basis, Control, Credential, Finding, Protection, Stage};
 pub use plan::{
     ActionKind, DenyReason, FailureKind, Grants, Plan, PlannedAction, PolicyFailure, PolicyPlan,
     Proposal, Refusal, Summary,

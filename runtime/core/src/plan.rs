@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::finding::{Credential, Finding, Protection};
+use crate::finding::{Credential, Finding, Protection, Stage};
 use crate::policy::{Mode, Rule};
 
 /// What a plugin may ask the host to do about one finding.
@@ -107,6 +107,11 @@ pub enum DenyReason {
     Declared,
     /// An access-key action whose key id could not be resolved unambiguously.
     UnresolvedKey,
+    /// The finding is upcoming (within `warn_before_days` of its
+    /// threshold): only reported, never acted on.
+    Upcoming,
+    /// A deactivation of a key the engine already deactivated.
+    AlreadyDeactivated,
 }
 
 impl DenyReason {
@@ -119,6 +124,8 @@ impl DenyReason {
             DenyReason::OwnKey => "own-key",
             DenyReason::Declared => "declared",
             DenyReason::UnresolvedKey => "unresolved-key",
+            DenyReason::Upcoming => "upcoming",
+            DenyReason::AlreadyDeactivated => "already-deactivated",
         }
     }
 }
@@ -290,6 +297,19 @@ pub fn check_proposals(
                         .join(", ")
                 ),
             ))
+        } else if finding.stage == Stage::Upcoming {
+            Some((
+                DenyReason::Upcoming,
+                format!(
+                    "not due yet: it crosses the policy's threshold on {}",
+                    finding.due_at().date_naive()
+                ),
+            ))
+        } else if finding.stage == Stage::Deactivated && p.kind == ActionKind::DeactivateAccessKey {
+            Some((
+                DenyReason::AlreadyDeactivated,
+                "the engine deactivated this key already".to_string(),
+            ))
         } else if finding.protected == Some(Protection::Root) {
             Some((
                 DenyReason::Root,
@@ -376,7 +396,16 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub policies: usize,
+    /// Findings past their threshold (what the rules count; exit code 2).
     pub findings: usize,
+    /// Credentials that cross their threshold within `warn_before_days`:
+    /// reported, never acted on, not counted in `findings`.
+    #[serde(default)]
+    pub upcoming: usize,
+    /// Keys the engine deactivated earlier, still inactive, pending deletion:
+    /// not counted in `findings` (an inactive key breaks no rule).
+    #[serde(default)]
+    pub deactivated: usize,
     pub exempt: usize,
     pub protected: usize,
     /// Accepted actions that change the account.
@@ -428,9 +457,15 @@ impl Plan {
             ..Summary::default()
         };
         for (pi, p) in self.policies.iter().enumerate() {
-            s.findings += p.findings.len();
-            s.exempt += p.findings.iter().filter(|f| f.exempt).count();
-            s.protected += p.findings.iter().filter(|f| f.protected.is_some()).count();
+            for f in &p.findings {
+                match f.stage {
+                    Stage::Due => s.findings += 1,
+                    Stage::Upcoming => s.upcoming += 1,
+                    Stage::Deactivated => s.deactivated += 1,
+                }
+                s.exempt += usize::from(f.exempt);
+                s.protected += usize::from(f.protected.is_some());
+            }
             s.refused += p.refused.len();
             s.failed_policies += usize::from(p.failure.is_some());
             for (ai, a) in p.actions.iter().enumerate() {

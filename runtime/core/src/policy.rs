@@ -161,6 +161,9 @@ pub struct Policy {
     pub protect_access_keys: Vec<String>,
     /// Blast radius: a plan with more changing actions is refused whole.
     pub max_actions_per_run: Option<u32>,
+    /// A credential that crosses the threshold within this many days is an
+    /// upcoming finding (0: none).
+    pub warn_before_days: u32,
     /// Cron expression (with seconds) for the daemon, as written.
     pub schedule: Option<String>,
     /// Free string parameters handed to the plugin.
@@ -963,6 +966,7 @@ impl FileCtx<'_> {
         let mut rule_span = None;
         let mut max_key_age = None;
         let mut max_unused = None;
+        let mut warn_before: Option<(u32, Range<usize>)> = None;
         let mut action = None;
         let mut action_span = Some(name.span());
         let mut mode = Mode::Enforce;
@@ -998,6 +1002,9 @@ impl FileCtx<'_> {
                 }
                 "max_unused_days" => {
                     max_unused = self.integer(key, v, 1..3651).map(|n| (n as u32, k.span()))
+                }
+                "warn_before_days" => {
+                    warn_before = self.integer(key, v, 0..3651).map(|n| (n as u32, v.span()))
                 }
                 "action" => {
                     if let Some(s) = self.string(key, v) {
@@ -1240,6 +1247,26 @@ impl FileCtx<'_> {
             }
             (None, None, None) => None,
         };
+        let threshold = match rule {
+            Rule::Cis13 => max_unused
+                .as_ref()
+                .map_or(DEFAULT_THRESHOLD_DAYS, |(n, _)| *n),
+            Rule::Cis14 => max_key_age
+                .as_ref()
+                .map_or(DEFAULT_THRESHOLD_DAYS, |(n, _)| *n),
+        };
+        if let Some((warn, span)) = &warn_before
+            && *warn >= threshold
+        {
+            self.err(
+                "invalid-value",
+                format!(
+                    "`warn_before_days` ({warn}) must be less than the policy's threshold ({threshold} days)"
+                ),
+                span.clone(),
+                "every credential would be upcoming from its first day",
+            );
+        }
         let exempt = match exempt.build() {
             Ok(set) => set,
             Err(e) => {
@@ -1267,6 +1294,7 @@ impl FileCtx<'_> {
             exempt,
             protect_access_keys,
             max_actions_per_run: max_actions,
+            warn_before_days: warn_before.map_or(0, |(n, _)| n),
             schedule,
             params,
             action_span,
@@ -1809,6 +1837,7 @@ const POLICY_KEYS: &[&str] = &[
     "exempt_users",
     "protect_access_keys",
     "max_actions_per_run",
+    "warn_before_days",
     "schedule",
     "params",
     "aws_config_rule",

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::finding::{Basis, Control, Credential, Finding, Protection};
+use crate::finding::{Basis, Control, Credential, Finding, Protection, Stage};
 use crate::policy::{Policy, Rule};
 use crate::report::{CredentialReport, CredentialRow, Flag, Stamp};
 
@@ -81,11 +81,27 @@ pub fn reason(f: &Finding) -> String {
     let mut reason = String::with_capacity(96);
     let _ = write!(
         reason,
-        "{what} {verb} {}, {} days ago ({bound} {})",
+        "{what} {verb} {}, {} days ago",
         f.timestamp.date_naive(),
         f.age_days,
-        f.threshold_days
     );
+    let _ = match f.stage {
+        Stage::Due => write!(reason, " ({bound} {})", f.threshold_days),
+        Stage::Upcoming => write!(
+            reason,
+            " ({bound} {} on {})",
+            f.threshold_days,
+            f.due_at().date_naive()
+        ),
+        Stage::Deactivated => write!(
+            reason,
+            " ({bound} {}; deactivated by the engine{})",
+            f.threshold_days,
+            f.deactivated_at
+                .map(|t| format!(" on {}", t.date_naive()))
+                .unwrap_or_default()
+        ),
+    };
     reason
 }
 
@@ -109,19 +125,29 @@ pub fn evaluate_row(
 ) {
     let threshold = policy.threshold_days();
     let limit = TimeDelta::days(i64::from(threshold));
+    // Upcoming: due within warn_before_days (the same comparison, that much
+    // earlier); nothing when it is 0.
+    let warn_limit = (policy.warn_before_days > 0)
+        .then(|| limit - TimeDelta::days(i64::from(policy.warn_before_days)));
     // Exemption is a property of the row: match the patterns at most once.
     let mut exempt = None;
     let mut hit = |credential: Credential, at: DateTime<Utc>, basis: Basis| {
         let age = now - at;
-        let flagged = match policy.rule {
+        let past = |limit: TimeDelta| match policy.rule {
             Rule::Cis14 => age > limit,
             Rule::Cis13 => age >= limit,
         };
-        if flagged {
-            let exempt =
-                *exempt.get_or_insert_with(|| !row.is_root() && policy.is_exempt(&row.user));
-            out.push(finding(policy, row, credential, at, basis, age, exempt));
-        }
+        let stage = if past(limit) {
+            Stage::Due
+        } else if warn_limit.is_some_and(past) {
+            Stage::Upcoming
+        } else {
+            return;
+        };
+        let exempt = *exempt.get_or_insert_with(|| !row.is_root() && policy.is_exempt(&row.user));
+        let mut f = finding(policy, row, credential, at, basis, age, exempt);
+        f.stage = stage;
+        out.push(f);
     };
     match policy.rule {
         Rule::Cis14 => {
@@ -213,5 +239,7 @@ fn finding(
             None => row.password_last_changed.time(),
             Some(slot) => row.access_keys[usize::from(slot) - 1].last_rotated.time(),
         },
+        stage: Stage::Due,
+        deactivated_at: None,
     }
 }

@@ -133,3 +133,30 @@ fn two_policies_of_one_rule_export_one_finding() {
         "the one with an action"
     );
 }
+
+#[test]
+fn upcoming_and_deactivated_findings_are_not_exported() {
+    // alice's key is 334 days old: due under 90 days, upcoming under 340
+    // days with a 7-day warning.
+    let mut f = findings(
+        "[policy.rotate]\nrule = \"cis-1.4\"\n[policy.later]\nrule = \"cis-1.4\"\nmax_key_age_days = 340\nwarn_before_days = 7\n",
+    );
+    let stages: Vec<_> = f.iter().map(|f| (f.policy.to_string(), f.stage)).collect();
+    assert_eq!(
+        stages,
+        vec![
+            ("later".to_string(), engine_core::Stage::Upcoming),
+            ("rotate".to_string(), engine_core::Stage::Due)
+        ]
+    );
+    // Without the stages, the due one is exported...
+    let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        asff::exports("111111111111", &f, &BTreeMap::new(), &BTreeMap::new(), now).len(),
+        1
+    );
+    // ...and once the engine deactivated that key, nothing is.
+    f[1].stage = engine_core::Stage::Deactivated;
+    let out = asff::exports("111111111111", &f, &BTreeMap::new(), &BTreeMap::new(), now);
+    assert!(out.is_empty(), "{out:?}");
+}

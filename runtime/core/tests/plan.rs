@@ -1,7 +1,7 @@
 //! The host's checks on plugin proposals: the last gate before anything is deleted.
 
 use chrono::{DateTime, Utc};
-use engine_core::finding::{Basis, Credential, Finding, Protection};
+use engine_core::finding::{Basis, Credential, Finding, Protection, Stage};
 use engine_core::plan::{ActionKind, DenyReason, FailureKind, Grants, Proposal, check_proposals};
 use engine_core::policy::Rule;
 
@@ -23,6 +23,8 @@ fn finding(user: &str, credential: Credential) -> Finding {
         protected: None,
         user_created: None,
         credential_created: None,
+        stage: Default::default(),
+        deactivated_at: None,
     }
 }
 
@@ -226,5 +228,48 @@ fn blast_radius_refuses_the_whole_plan() {
         err.message.contains("max_actions_per_run = 3"),
         "{}",
         err.message
+    );
+}
+
+#[test]
+fn upcoming_findings_are_never_acted_on_and_deactivated_keys_not_twice() {
+    let mut upcoming = finding("soon", Credential::AccessKey1);
+    upcoming.stage = Stage::Upcoming;
+    let mut deactivated = finding("off", Credential::AccessKey1);
+    deactivated.stage = Stage::Deactivated;
+    let mut earlier = finding("again", Credential::AccessKey1);
+    earlier.stage = Stage::Deactivated;
+    let f = vec![upcoming.clone(), deactivated, earlier, upcoming];
+    let (actions, refused) = check_proposals(
+        &grants(ALL, None),
+        &f,
+        &[
+            propose(0, ActionKind::DeleteAccessKey),
+            propose(1, ActionKind::DeleteAccessKey),
+            propose(2, ActionKind::DeactivateAccessKey),
+            propose(3, ActionKind::None),
+        ],
+    )
+    .unwrap();
+    let reasons: Vec<(usize, DenyReason)> = refused.iter().map(|r| (r.finding, r.reason)).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (0, DenyReason::Upcoming),
+            (2, DenyReason::AlreadyDeactivated)
+        ]
+    );
+    assert!(
+        refused[0]
+            .message
+            .contains("not due yet: it crosses the policy's threshold on 2026-04-01"),
+        "{}",
+        refused[0].message
+    );
+    // Deleting a key the engine deactivated, and `none` on an upcoming one, stand.
+    let kinds: Vec<(usize, ActionKind)> = actions.iter().map(|a| (a.finding, a.action)).collect();
+    assert_eq!(
+        kinds,
+        vec![(1, ActionKind::DeleteAccessKey), (3, ActionKind::None)]
     );
 }

@@ -30,6 +30,8 @@ fn key_finding(rule: Rule) -> Finding {
         protected: None,
         user_created: Some(t("2020-01-01T00:00:00Z")),
         credential_created: Some(t("2025-01-01T10:00:00Z")),
+        stage: Default::default(),
+        deactivated_at: None,
     }
 }
 
@@ -136,6 +138,8 @@ fn password_finding() -> Finding {
         key_id: None,
         basis: Basis::PasswordLastUsed,
         credential_created: Some(t("2024-05-01T00:00:00Z")),
+        stage: Default::default(),
+        deactivated_at: None,
         ..key_finding(Rule::Cis13)
     }
 }

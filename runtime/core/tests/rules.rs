@@ -5,7 +5,7 @@ use engine_core::finding::{Basis, Credential, Protection};
 use engine_core::policy::{self, PolicyFile, PolicySet};
 use engine_core::report::{AccessKey, CredentialReport, CredentialRow, Flag, Stamp};
 use engine_core::rules::evaluate;
-use engine_core::{Finding, Policy};
+use engine_core::{Finding, Policy, Stage};
 
 fn now() -> DateTime<Utc> {
     "2026-11-28T00:00:00Z".parse().unwrap()
@@ -316,4 +316,114 @@ fn future_timestamps_are_not_findings() {
     u.access_keys[0] = key(true, at(-5, 0), at(-5, 0));
     assert!(run(&cis14(1), vec![u.clone()]).is_empty());
     assert!(run(&cis13(1), vec![u]).is_empty());
+}
+
+fn warned(rule: &str, days: u32, warn: u32) -> Policy {
+    let key = if rule == "cis-1.3" {
+        "max_unused_days"
+    } else {
+        "max_key_age_days"
+    };
+    policies(&format!(
+        "[policy.p]\nrule = \"{rule}\"\n{key} = {days}\nwarn_before_days = {warn}\n"
+    ))
+    .policies
+    .remove(0)
+}
+
+fn stages(f: &[Finding]) -> Vec<(String, Stage)> {
+    f.iter().map(|f| (f.user.to_string(), f.stage)).collect()
+}
+
+#[test]
+fn cis14_upcoming_one_hour_either_side_of_threshold_minus_warning() {
+    // 90-day threshold, warned 7 days ahead: 83 days is where it starts.
+    let p = warned("cis-1.4", 90, 7);
+    let with_key = |name: &str, rotated: Stamp| {
+        let mut u = user(name);
+        u.access_keys[0] = key(true, rotated, at(1, 0));
+        u
+    };
+    let f = run(
+        &p,
+        vec![
+            with_key("early", at(83, 1)),   // 82 days 23 hours: not yet warned
+            with_key("exact", at(83, 0)),   // exactly 83: "more than" is strict
+            with_key("warned", at(83, -1)), // 83 days 1 hour: upcoming
+            with_key("last", at(90, 1)),    // 89 days 23 hours: still upcoming
+            with_key("due", at(90, -1)),    // 90 days 1 hour: due
+        ],
+    );
+    assert_eq!(
+        stages(&f),
+        vec![
+            ("warned".to_string(), Stage::Upcoming),
+            ("last".to_string(), Stage::Upcoming),
+            ("due".to_string(), Stage::Due),
+        ]
+    );
+    // It says when it will be due, and nothing may be done about it.
+    assert_eq!(
+        f[0].due_at(),
+        now() - TimeDelta::days(83) - TimeDelta::hours(1) + TimeDelta::days(90)
+    );
+    assert!(
+        f[0].reason().ends_with("(more than 90 on 2026-12-04)"),
+        "{}",
+        f[0].reason()
+    );
+    assert!(!f[0].remediable());
+    assert!(f[2].remediable());
+    // Without warn_before_days, only the due one.
+    assert_eq!(
+        stages(&run(
+            &cis14(90),
+            vec![with_key("warned", at(83, -1)), with_key("due", at(90, -1))]
+        )),
+        vec![("due".to_string(), Stage::Due)]
+    );
+}
+
+#[test]
+fn cis13_upcoming_one_hour_either_side_of_threshold_minus_warning() {
+    let p = warned("cis-1.3", 90, 7);
+    let with_password = |name: &str, used: Stamp| {
+        let mut u = user(name);
+        u.password_enabled = Flag::True;
+        u.password_last_used = used;
+        u
+    };
+    let f = run(
+        &p,
+        vec![
+            with_password("early", at(83, 1)), // 82 days 23 hours
+            with_password("exact", at(83, 0)), // exactly 83: "at least" -> upcoming
+            with_password("late", at(90, 1)),  // 89 days 23 hours: upcoming
+            with_password("due", at(90, 0)),   // exactly 90: due
+        ],
+    );
+    assert_eq!(
+        stages(&f),
+        vec![
+            ("exact".to_string(), Stage::Upcoming),
+            ("late".to_string(), Stage::Upcoming),
+            ("due".to_string(), Stage::Due),
+        ]
+    );
+}
+
+#[test]
+fn warn_before_days_must_be_under_the_threshold() {
+    let err = policy::validate(vec![PolicyFile {
+        path: "w.toml".into(),
+        text: "[policy.p]\nrule = \"cis-1.4\"\nmax_key_age_days = 30\nwarn_before_days = 30\n"
+            .into(),
+    }])
+    .unwrap_err();
+    assert!(
+        err.render_plain()
+            .contains("`warn_before_days` (30) must be less than the policy's threshold (30 days)"),
+        "{}",
+        err.render_plain()
+    );
 }

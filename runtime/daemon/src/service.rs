@@ -1034,7 +1034,15 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
                 for pp in &p.plan.policies {
                     report.findings.insert(
                         (account.clone(), pp.policy.clone()),
-                        (pp.rule.as_str().to_string(), pp.findings.len()),
+                        // Open: past the threshold (not upcoming, not a key
+                        // deactivated earlier).
+                        (
+                            pp.rule.as_str().to_string(),
+                            pp.findings
+                                .iter()
+                                .filter(|f| f.stage == engine_core::Stage::Due)
+                                .count(),
+                        ),
                     );
                 }
                 if p.doc.summary.failed_policies > 0 {

@@ -134,11 +134,39 @@ impl Decider for WasmDecider<'_> {
                 });
             }
         };
-        let inv = self.invocation(policy, findings);
-        let decision = plugin.decide(&inv, findings).map_err(|e| {
+        // A plugin of a contract without stages (0.1.0) is given only the
+        // findings that are due; its answer's indices are mapped back.
+        let staged = plugin.sees_stages();
+        let subset: Vec<Finding>;
+        let mut positions: Vec<u32> = Vec::new();
+        let given: &[Finding] = if staged {
+            findings
+        } else {
+            subset = findings
+                .iter()
+                .zip(0u32..)
+                .filter(|(f, _)| f.stage == engine_core::Stage::Due)
+                .map(|(f, i)| {
+                    positions.push(i);
+                    f.clone()
+                })
+                .collect();
+            &subset
+        };
+        let inv = self.invocation(policy, given);
+        let mut decision = plugin.decide(&inv, given).map_err(|e| {
             failed(e.kind());
             e.to_failure()
         })?;
+        if !staged {
+            for p in &mut decision.proposals {
+                // Out of range stays out of range: the host check refuses it.
+                p.finding = positions
+                    .get(p.finding as usize)
+                    .copied()
+                    .unwrap_or(u32::MAX);
+            }
+        }
         if let Some(o) = self.observer {
             o.called(
                 &policy.name,
@@ -150,7 +178,7 @@ impl Decider for WasmDecider<'_> {
         tracing::info!(
             invocation = %inv.invocation_id,
             plugin = %policy.action,
-            findings = findings.len(),
+            findings = given.len(),
             proposals = decision.proposals.len(),
             elapsed_us = decision.elapsed.as_micros() as u64,
             peak_memory_bytes = decision.peak_memory_bytes,
@@ -197,6 +225,8 @@ mod tests {
             protected: None,
             user_created: None,
             credential_created: None,
+            stage: Default::default(),
+            deactivated_at: None,
         }
     }
 

@@ -60,6 +60,8 @@ fn findings(n: usize) -> Vec<Finding> {
             protected: None,
             user_created: None,
             credential_created: None,
+            stage: Default::default(),
+            deactivated_at: None,
         })
         .collect()
 }

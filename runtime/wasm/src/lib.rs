@@ -871,6 +871,12 @@ impl Plugin {
         self.origin
     }
 
+    /// Whether its contract has finding stages (upcoming, deactivated):
+    /// a plugin of an earlier contract is given only due findings.
+    pub fn sees_stages(&self) -> bool {
+        false
+    }
+
     /// Run the plugin on a policy's findings, in a fresh store.
     pub fn decide(
         &self,

@@ -116,6 +116,8 @@ fn finding(user: &str, credential: Credential, age_days: i64) -> Finding {
         protected: (user == "<root_account>").then_some(Protection::Root),
         user_created: None,
         credential_created: None,
+        stage: Default::default(),
+        deactivated_at: None,
     }
 }
 
