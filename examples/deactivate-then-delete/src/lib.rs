@@ -41,6 +41,8 @@ impl Plugin for DeactivateThenDelete {
         for (i, f) in findings.iter().enumerate() {
             if f.is_password() {
                 actions.push(Action::none(i, "this plugin only handles access keys"));
+            } else if f.is_upcoming() {
+                actions.push(Action::none(i, "not due yet"));
             } else if !f.remediable() {
                 actions.push(Action::none(i, "exempt or protected: left alone"));
             } else {

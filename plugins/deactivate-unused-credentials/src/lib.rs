@@ -3,7 +3,8 @@
 //!
 //! - a remediable access-key finding gets `deactivate-access-key` (reversible);
 //! - a remediable password finding gets `delete-login-profile`;
-//! - an exempt or protected finding gets `none` with the reason.
+//! - an exempt or protected finding gets `none` with the reason, and so does
+//!   one not due yet (`warn_before_days`) or a key deactivated already.
 
 use engine_plugin_sdk::{Action, Context, Finding, Plugin};
 
@@ -17,6 +18,10 @@ impl Plugin for DeactivateUnusedCredentials {
             .map(|(i, f)| {
                 if f.protected {
                     Action::none(i, "protected credential (root or the engine's own key)")
+                } else if f.is_upcoming() {
+                    Action::none(i, "not due yet")
+                } else if f.is_deactivated() {
+                    Action::none(i, "deactivated already")
                 } else if f.exempt {
                     Action::none(i, "user is exempt under this policy")
                 } else if f.is_password() {

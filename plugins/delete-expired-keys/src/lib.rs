@@ -5,7 +5,8 @@
 //! - an exempt or protected one gets `none` with the reason, so the plan shows
 //!   it was seen and deliberately left alone;
 //! - a password finding gets `none`: passwords are not handled here (use
-//!   `deactivate-unused-credentials` for cis-1.3 passwords).
+//!   `deactivate-unused-credentials` for cis-1.3 passwords);
+//! - an upcoming finding (`warn_before_days`) gets `none`: not due yet.
 
 use engine_plugin_sdk::{Action, Context, Finding, Plugin};
 
@@ -24,6 +25,8 @@ impl Plugin for DeleteExpiredKeys {
                     )
                 } else if f.protected {
                     Action::none(i, "protected credential (root or the engine's own key)")
+                } else if f.is_upcoming() {
+                    Action::none(i, "not due yet")
                 } else if f.exempt {
                     Action::none(i, "user is exempt under this policy")
                 } else {

@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 
 use crate::log::Level;
-use crate::{Action, Basis, Context, Credential, Finding, Plugin, Rule};
+use crate::{Action, Basis, Context, Credential, Finding, Plugin, Rule, Stage};
 
 /// The `now` of [`context`] and the base of the builders' timestamps.
 pub const NOW: &str = "2025-01-01T00:00:00Z";
@@ -89,8 +89,31 @@ impl FindingBuilder {
                 reason: String::new(),
                 exempt: false,
                 protected: false,
+                stage: Stage::Due,
+                due_at: "2024-12-22T00:00:00Z".to_string(),
+                deactivated_at: None,
             },
         }
+    }
+
+    /// Not due yet: within the policy's `warn_before_days` of its threshold.
+    pub fn upcoming(mut self) -> Self {
+        self.f.stage = Stage::Upcoming;
+        self
+    }
+
+    /// When it crosses (crossed) the threshold (RFC 3339).
+    pub fn due_at(mut self, at: &str) -> Self {
+        self.f.due_at = at.to_string();
+        self
+    }
+
+    /// The engine deactivated this key at `at` (RFC 3339) and it is still
+    /// inactive (stage `deactivated`).
+    pub fn deactivated_at(mut self, at: &str) -> Self {
+        self.f.stage = Stage::Deactivated;
+        self.f.deactivated_at = Some(at.to_string());
+        self
     }
 
     /// Access key slot 1 or 2 (anything else: slot 2).

@@ -68,8 +68,8 @@ pub struct NewArgs {
     pub dir: Option<PathBuf>,
 
     /// Rust only: how the project depends on engine-plugin-sdk: a version
-    /// from crates.io (default: this engine's), `git=URL[#REV]` or
-    /// `path=DIR` (a checkout of the engine's plugins/sdk).
+    /// from crates.io (default: the one for this engine's newest contract),
+    /// `git=URL[#REV]` or `path=DIR` (a checkout of the engine's plugins/sdk).
     #[arg(long, value_name = "VERSION|git=URL|path=DIR")]
     pub sdk: Option<String>,
 }
@@ -154,7 +154,8 @@ pub async fn run(cmd: &PluginCommand) -> u8 {
 
 // ---- new ----------------------------------------------------------------
 
-/// The contract, copied into Python and JavaScript projects.
+/// The contract copied into Python and JavaScript projects (their glue is
+/// written for 0.1.0, which this engine keeps loading).
 const WIT: &str = include_str!("../../../plugins/sdk/wit/v0.1.0/plugin.wit");
 
 /// A template file: its path in the project and its text.
@@ -249,9 +250,13 @@ fn valid_new_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
+/// The version of engine-plugin-sdk (`plugins/sdk`) that builds plugins of
+/// this engine's newest contract.
+pub const SDK_VERSION: &str = "0.2.0";
+
 /// The `engine-plugin-sdk = ...` line of a Rust project.
 fn sdk_dependency(spec: Option<&str>) -> Result<String, String> {
-    let version = env!("CARGO_PKG_VERSION");
+    let version = SDK_VERSION;
     Ok(match spec {
         None => format!("engine-plugin-sdk = \"{version}\""),
         Some(s) if s.starts_with("git=") => {
@@ -445,7 +450,7 @@ fn verdict(import: &Import) -> (&'static str, String) {
             "refused",
             format!(
                 "another contract version ({v}); this engine supports {}",
-                engine_wasm::CONTRACT_VERSION
+                engine_wasm::CONTRACT_VERSIONS.join(", ")
             ),
         ),
         Import::Refused(why) => ("refused", why.clone()),
@@ -472,7 +477,7 @@ fn run_inspect(args: &InspectArgs) -> u8 {
                 "sha256": found.sha256,
                 "contract": {
                     "version": found.contract,
-                    "supported": engine_wasm::CONTRACT_VERSION,
+                    "supported": engine_wasm::CONTRACT_VERSIONS,
                 },
                 "exports": found.exports,
                 "imports": found.imports.iter().map(|i| {
@@ -531,13 +536,13 @@ fn write_inspection(
     )?;
     writeln!(out, "  sha256     {}", found.sha256)?;
     let contract = match &found.contract {
-        Some(v) if v == engine_wasm::CONTRACT_VERSION => {
+        Some(v) if engine_wasm::Contract::parse(v).is_some() => {
             format!("engine:plugin@{v} (supported)")
         }
         Some(v) => format!(
             "engine:plugin@{} (NOT supported: this engine supports {})",
             t(v),
-            engine_wasm::CONTRACT_VERSION
+            engine_wasm::CONTRACT_VERSIONS.join(", ")
         ),
         None => "none: it does not export engine:plugin/decide".to_string(),
     };
@@ -830,4 +835,17 @@ async fn test(args: &TestArgs) -> u8 {
         }
     }
     check::exit_code(&prepared.doc)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sdk_version_is_the_sdk_crates() {
+        let manifest = include_str!("../../../plugins/sdk/Cargo.toml");
+        assert!(
+            manifest.contains(&format!("\nversion = \"{}\"\n", super::SDK_VERSION)),
+            "plugins/sdk/Cargo.toml is not version {}",
+            super::SDK_VERSION
+        );
+    }
 }

@@ -77,7 +77,7 @@ fn every_block_is_checked() {
     let blocks = blocks();
     assert!(blocks.len() >= 10, "{} blocks", blocks.len());
     let wit =
-        std::fs::read_to_string(root().join("plugins/sdk/wit/v0.1.0/plugin.wit")).expect("wit");
+        std::fs::read_to_string(root().join("plugins/sdk/wit/v0.2.0/plugin.wit")).expect("wit");
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for b in &blocks {
         // The directory tree at the top is a picture, not code.
@@ -262,7 +262,12 @@ fn the_rust_walkthrough_runs() {
     assert_tested_in_the_sandbox(&stdout);
     assert!(stdout.contains("test result: ok. 1 passed"), "{stdout}");
     let manifest = std::fs::read_to_string(dir.join("my-plugin/Cargo.toml")).expect("Cargo.toml");
-    let version = env!("CARGO_PKG_VERSION");
+    let sdk_manifest = std::fs::read_to_string(root().join("plugins/sdk/Cargo.toml")).expect("sdk");
+    let version = sdk_manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("the SDK's version");
     assert!(
         manifest.contains(&format!("engine-plugin-sdk = \"{version}\"")),
         "{manifest}"

@@ -51,6 +51,7 @@ fn action(user: &str) -> PlannedAction {
         key_id: Some(format!("AKIA{}", user.len())),
         finding: 0,
         reason: None,
+        notify: None,
     }
 }
 

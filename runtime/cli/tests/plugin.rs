@@ -175,7 +175,7 @@ fn inspect_says_why_this_engine_refuses_a_plugin() {
     assert_eq!(out.status.code(), Some(1));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(doc["loads"], false);
-    assert_ne!(doc["contract"]["version"], "0.1.0");
+    assert_eq!(doc["contract"]["version"], "9.0.0");
     assert!(
         doc["problems"]
             .as_array()
@@ -184,7 +184,7 @@ fn inspect_says_why_this_engine_refuses_a_plugin() {
             .any(|p| p
                 .as_str()
                 .unwrap_or("")
-                .contains("this engine supports only @0.1.0")),
+                .contains("this engine supports @0.1.0, @0.2.0")),
         "{doc}"
     );
     // Not WebAssembly at all.

@@ -73,6 +73,8 @@ pub struct Proposal {
     pub kind: ActionKind,
     /// Why (required for `none`, optional otherwise).
     pub reason: Option<String>,
+    /// A message for the credential's owner (contract 0.2.0).
+    pub notify: Option<String>,
 }
 
 /// An action the host accepted into the plan.
@@ -87,6 +89,10 @@ pub struct PlannedAction {
     /// Index of the finding in the policy's findings.
     pub finding: usize,
     pub reason: Option<String>,
+    /// The plugin's message for the credential's owner, sent when the plan
+    /// is carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
 }
 
 /// Why the host refused a plugin's request.
@@ -381,6 +387,7 @@ fn planned(policy: &str, f: &Finding, idx: usize, p: &Proposal) -> PlannedAction
         key_id: f.key_id.clone(),
         finding: idx,
         reason: p.reason.clone(),
+        notify: p.notify.clone(),
     }
 }
 

@@ -33,6 +33,7 @@ fn propose(finding: u32, kind: ActionKind) -> Proposal {
         finding,
         kind,
         reason: None,
+        notify: None,
     }
 }
 
@@ -203,6 +204,7 @@ fn none_is_always_allowed_and_not_counted_for_blast_radius() {
             finding: i,
             kind: ActionKind::None,
             reason: Some("no".into()),
+            notify: None,
         })
         .collect();
     let (actions, refused) = check_proposals(&grants(&[], Some(0)), &f, &proposals).unwrap();

@@ -13,6 +13,7 @@ fn action(user: &str) -> PlannedAction {
         key_id: Some(format!("AKIA{user}")),
         finding: 0,
         reason: None,
+        notify: None,
     }
 }
 

@@ -87,6 +87,9 @@ pub struct ActionEntry {
     /// Index into the document's `findings`.
     pub finding: usize,
     pub reason: Option<String>,
+    /// The plugin's message for the credential's owner (contract 0.2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
     /// False for `mode = "report"` policies, `none` actions and superseded ones: never applied.
     pub applies: bool,
     /// A deactivation of a key that another policy deletes in the same run.
@@ -133,6 +136,7 @@ impl Document {
                     key_id: a.key_id.clone(),
                     finding: offset + a.finding,
                     reason: a.reason.clone(),
+                    notify: a.notify.clone(),
                     applies: p.mode == Mode::Enforce && a.action.mutates() && !sup,
                     superseded: sup,
                 }
@@ -215,6 +219,7 @@ impl Document {
                     key_id: a.key_id.clone(),
                     finding,
                     reason: a.reason.clone(),
+                    notify: a.notify.clone(),
                 });
             }
             let refused = self

@@ -518,6 +518,7 @@ pub fn rederive(plan: Plan, set: &PolicySet, own: &Own) -> Result<Plan, String> 
                 finding: u32::try_from(a.finding).unwrap_or(u32::MAX),
                 kind: a.action,
                 reason: a.reason.clone(),
+                notify: a.notify.clone(),
             })
             .collect();
         match check_proposals(&Grants::of(set, policy, true), &pp.findings, &proposals) {

@@ -874,6 +874,7 @@ pub fn crashed_run(state: &std::path::Path, user: &str, key_id: &str) -> i64 {
         key_id: Some(key_id.into()),
         finding: 0,
         reason: None,
+        notify: None,
     };
     journal.intent(run, &action).expect("intent");
     run

@@ -3,38 +3,97 @@
 //! They live in the host, not in the SDK, so the contract can stay small and
 //! stable while the domain types evolve.
 
-use engine_core::Finding;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use engine_core::finding::{Basis, Credential};
-use engine_core::policy::Rule;
 
-use crate::Invocation;
-use crate::bindings::engine::plugin::types as wit;
+use engine_core::finding::Stage;
 
-pub(crate) fn context(inv: &Invocation<'_>) -> wit::Context {
-    wit::Context {
-        invocation_id: inv.invocation_id.to_string(),
-        policy: inv.policy.name.clone(),
-        rule: rule(inv.policy.rule),
-        dry_run: crate::CONTEXT_DRY_RUN,
-        now: rfc3339(&inv.now),
-        params: inv
-            .policy
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    }
+/// The context and findings of one contract version, as its WIT types;
+/// `$extra` adds the finding fields that version has beyond 0.1.0's.
+macro_rules! conversions {
+    ($wit:path, |$f:ident| { $($extra:tt)* }) => {
+        use $wit as wit;
+        use engine_core::Finding;
+        use engine_core::finding::{Basis, Credential};
+        use engine_core::policy::Rule;
+
+        use crate::Invocation;
+        #[allow(unused_imports)]
+        use super::{Stage, rfc3339};
+
+        pub(crate) fn context(inv: &Invocation<'_>) -> wit::Context {
+            wit::Context {
+                invocation_id: inv.invocation_id.to_string(),
+                policy: inv.policy.name.clone(),
+                rule: rule(inv.policy.rule),
+                dry_run: crate::CONTEXT_DRY_RUN,
+                now: rfc3339(&inv.now),
+                params: inv
+                    .policy
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        }
+
+        fn rule(r: Rule) -> wit::Rule {
+            match r {
+                Rule::Cis13 => wit::Rule::Cis13,
+                Rule::Cis14 => wit::Rule::Cis14,
+            }
+        }
+
+        pub(crate) fn finding($f: &Finding) -> wit::Finding {
+            wit::Finding {
+                user: $f.user.to_string(),
+                arn: $f.arn.to_string(),
+                credential: match $f.credential {
+                    Credential::Password => wit::Credential::Password,
+                    Credential::AccessKey1 => wit::Credential::AccessKey1,
+                    Credential::AccessKey2 => wit::Credential::AccessKey2,
+                },
+                key_id: $f.key_id.clone(),
+                rule: rule($f.rule),
+                timestamp: rfc3339(&$f.timestamp),
+                basis: match $f.basis {
+                    Basis::PasswordLastUsed => wit::Basis::PasswordLastUsed,
+                    Basis::PasswordLastChanged => wit::Basis::PasswordLastChanged,
+                    Basis::UserCreationTime => wit::Basis::UserCreationTime,
+                    Basis::KeyLastUsed => wit::Basis::KeyLastUsed,
+                    Basis::KeyLastRotated => wit::Basis::KeyLastRotated,
+                },
+                age_days: $f.age_days,
+                threshold_days: $f.threshold_days,
+                reason: $f.reason(),
+                exempt: $f.exempt,
+                protected: $f.protected.is_some(),
+                $($extra)*
+            }
+        }
+    };
 }
 
-fn rule(r: Rule) -> wit::Rule {
-    match r {
-        Rule::Cis13 => wit::Rule::Cis13,
-        Rule::Cis14 => wit::Rule::Cis14,
-    }
+/// Contract 0.2.0 (the newest).
+mod v0_2 {
+    conversions!(crate::bindings::engine::plugin::types, |f| {
+        stage: match f.stage {
+            Stage::Due => wit::Stage::Due,
+            Stage::Upcoming => wit::Stage::Upcoming,
+            Stage::Deactivated => wit::Stage::Deactivated,
+        },
+        due_at: rfc3339(&f.due_at()),
+        deactivated_at: f.deactivated_at.as_ref().map(rfc3339),
+    });
 }
+
+/// Contract 0.1.0: no stages (such a plugin is given due findings only).
+pub(crate) mod v0_1 {
+    conversions!(crate::bindings_v0_1::engine::plugin::types, |f| {});
+}
+
+pub(crate) use v0_2::{context, finding};
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (whole seconds, as in the credential report),
 /// written digit by digit because this runs once per finding per call;
@@ -73,33 +132,6 @@ pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
     digits(&mut s, t.second(), 2);
     s.push('Z');
     s
-}
-
-pub(crate) fn finding(f: &Finding) -> wit::Finding {
-    wit::Finding {
-        user: f.user.to_string(),
-        arn: f.arn.to_string(),
-        credential: match f.credential {
-            Credential::Password => wit::Credential::Password,
-            Credential::AccessKey1 => wit::Credential::AccessKey1,
-            Credential::AccessKey2 => wit::Credential::AccessKey2,
-        },
-        key_id: f.key_id.clone(),
-        rule: rule(f.rule),
-        timestamp: rfc3339(&f.timestamp),
-        basis: match f.basis {
-            Basis::PasswordLastUsed => wit::Basis::PasswordLastUsed,
-            Basis::PasswordLastChanged => wit::Basis::PasswordLastChanged,
-            Basis::UserCreationTime => wit::Basis::UserCreationTime,
-            Basis::KeyLastUsed => wit::Basis::KeyLastUsed,
-            Basis::KeyLastRotated => wit::Basis::KeyLastRotated,
-        },
-        age_days: f.age_days,
-        threshold_days: f.threshold_days,
-        reason: f.reason(),
-        exempt: f.exempt,
-        protected: f.protected.is_some(),
-    }
 }
 
 #[cfg(test)]

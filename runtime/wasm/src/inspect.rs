@@ -14,7 +14,7 @@ use wasmparser::{Parser, Payload};
 
 use crate::sandbox::{self, Import};
 use crate::scan::{self, Stats};
-use crate::{CONTRACT_VERSION, DECIDE_INTERFACE, limits};
+use crate::{CONTRACT_VERSION, CONTRACT_VERSIONS, DECIDE_INTERFACE, limits};
 
 /// One import and the sandbox's verdict on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,9 +159,10 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     };
     let mut problems = Vec::new();
     match &contract {
-        Some(v) if v == CONTRACT_VERSION => {}
+        Some(v) if crate::Contract::parse(v).is_some() => {}
         Some(v) => problems.push(format!(
-            "it exports {DECIDE_INTERFACE}@{v}; this engine supports only @{CONTRACT_VERSION}"
+            "it exports {DECIDE_INTERFACE}@{v}; this engine supports @{}",
+            CONTRACT_VERSIONS.join(", @")
         )),
         None => problems.push(format!(
             "it does not export {DECIDE_INTERFACE}@{CONTRACT_VERSION}: it is not an engine plugin"
@@ -171,8 +172,9 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
         match &i.verdict {
             Import::Refused(why) => problems.push(format!("it imports {}: {why}", i.name)),
             Import::OtherContract(v) => problems.push(format!(
-                "it imports {} (contract {v}); this engine supports only {CONTRACT_VERSION}",
-                i.name
+                "it imports {} (contract {v}); this engine supports {}",
+                i.name,
+                CONTRACT_VERSIONS.join(", ")
             )),
             Import::Contract | Import::Stub => {}
         }

@@ -51,14 +51,58 @@ use wasmtime::{Engine, Store};
 
 use crate::sandbox::State;
 
-/// The contract version this host supports (`plugins/sdk/wit/v0.1.0`).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The newest contract version this host supports (`plugins/sdk/wit/v0.2.0`).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+/// Every contract version this host loads, oldest first.
+pub const CONTRACT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+
+/// The contract a plugin was built against (the version of its
+/// `engine:plugin/decide` export).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `engine:plugin@0.1.0`: given only due findings, sends no notices.
+    V0_1,
+    /// `engine:plugin@0.2.0`: finding stages, `deactivated-at`, `notify`.
+    V0_2,
+}
+
+impl Contract {
+    pub fn parse(version: &str) -> Option<Contract> {
+        match version {
+            "0.1.0" => Some(Contract::V0_1),
+            "0.2.0" => Some(Contract::V0_2),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+
+    /// Whether its findings carry stages (upcoming, deactivated).
+    pub fn has_stages(self) -> bool {
+        self == Contract::V0_2
+    }
+}
 /// The interface every plugin exports, without its version.
 pub const DECIDE_INTERFACE: &str = "engine:plugin/decide";
 /// How often the epoch ticker advances; the resolution of `timeout_ms`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// The newest contract (`engine:plugin@0.2.0`).
 pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../../plugins/sdk/wit/v0.2.0",
+    });
+}
+
+/// The first contract (`engine:plugin@0.1.0`), which plugins built against
+/// it keep using.
+pub(crate) mod bindings_v0_1 {
     wasmtime::component::bindgen!({
         world: "plugin",
         path: "../../plugins/sdk/wit/v0.1.0",
@@ -155,7 +199,7 @@ pub enum PluginError {
     CompileTimeout { plugin: String, limit_ms: u64 },
     /// Built against a contract version this host does not support.
     #[error(
-        "plugin {plugin:?} was built against contract engine:plugin@{found}, but this engine supports only engine:plugin@{supported}; rebuild it with engine-plugin-sdk {supported} (plugins/sdk/wit/v{supported})"
+        "plugin {plugin:?} was built against contract engine:plugin@{found}, but this engine supports engine:plugin@{supported}; rebuild it with engine-plugin-sdk {CONTRACT_VERSION} (plugins/sdk/wit/v{CONTRACT_VERSION})"
     )]
     Version {
         plugin: String,
@@ -709,9 +753,9 @@ impl Host {
             }
         }
         let ty = component.component_type();
-        sandbox::check_exports(&name, &self.engine, &ty)?;
+        let contract = sandbox::check_exports(&name, &self.engine, &ty)?;
         let mut linker: Linker<State> = Linker::new(&self.engine);
-        sandbox::link_host(&name, &mut linker)?;
+        sandbox::link_host(&name, &mut linker, contract)?;
         sandbox::link_imports(&name, &self.engine, &ty, &mut linker)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             load_err(format!(
@@ -719,21 +763,30 @@ impl Host {
                 e.root_cause()
             ))
         })?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+        let version = contract.as_str();
+        let mismatch = |e: wasmtime::Error| {
             load_err(format!(
-                "its {DECIDE_INTERFACE}@{CONTRACT_VERSION} export does not match the contract: {}; rebuild it with engine-plugin-sdk {CONTRACT_VERSION}",
+                "its {DECIDE_INTERFACE}@{version} export does not match the contract: {}; rebuild it with engine-plugin-sdk {version}",
                 e.root_cause()
             ))
-        })?;
+        };
+        // The typed check of the export, for the plugin's contract.
+        let pre = match contract {
+            Contract::V0_1 => bindings_v0_1::PluginPre::new(pre)
+                .map_err(mismatch)?
+                .instance_pre()
+                .clone(),
+            Contract::V0_2 => bindings::PluginPre::new(pre)
+                .map_err(mismatch)?
+                .instance_pre()
+                .clone(),
+        };
         let decide = component
-            .get_export_index(
-                None,
-                format!("{DECIDE_INTERFACE}@{CONTRACT_VERSION}").as_str(),
-            )
+            .get_export_index(None, format!("{DECIDE_INTERFACE}@{version}").as_str())
             .and_then(|i| component.get_export_index(Some(&i), "decide"))
             .ok_or_else(|| {
                 load_err(format!(
-                    "it does not export {DECIDE_INTERFACE}@{CONTRACT_VERSION}#decide"
+                    "it does not export {DECIDE_INTERFACE}@{version}#decide"
                 ))
             })?;
         tracing::debug!(plugin = %name, origin = origin.as_str(), "plugin loaded");
@@ -746,6 +799,7 @@ impl Host {
             decide,
             ticker: self.ticker.clone(),
             origin,
+            contract,
         })
     }
 
@@ -820,11 +874,12 @@ pub struct Plugin {
     timeout_ms: u64,
     memory_mb: u64,
     engine: Engine,
-    pre: bindings::PluginPre<State>,
+    pre: wasmtime::component::InstancePre<State>,
     /// `engine:plugin/decide@0.1.0#decide`.
     decide: ComponentExportIndex,
     ticker: Arc<Ticker>,
     origin: Origin,
+    contract: Contract,
 }
 
 /// Machine code that may spare compiling a plugin.
@@ -860,6 +915,12 @@ type DecideParams<'a> = (
     &'a [bindings::engine::plugin::types::Finding],
 );
 
+/// The same, for a plugin of contract 0.1.0.
+type DecideParamsV01<'a> = (
+    &'a bindings_v0_1::engine::plugin::types::Context,
+    &'a [bindings_v0_1::engine::plugin::types::Finding],
+);
+
 impl Plugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
@@ -874,7 +935,12 @@ impl Plugin {
     /// Whether its contract has finding stages (upcoming, deactivated):
     /// a plugin of an earlier contract is given only due findings.
     pub fn sees_stages(&self) -> bool {
-        false
+        self.contract.has_stages()
+    }
+
+    /// The contract it was built against.
+    pub fn contract(&self) -> Contract {
+        self.contract
     }
 
     /// Run the plugin on a policy's findings, in a fresh store.
@@ -903,32 +969,53 @@ impl Plugin {
         store.set_epoch_deadline(self.timeout_ms.div_ceil(tick_ms) + 1);
         store.epoch_deadline_trap();
 
-        let ctx = convert::context(inv);
-        let wit_findings: Vec<_> = findings.iter().map(convert::finding).collect();
-
         // Each call may lift at most memory_mb bytes out of the plugin
         // (wasmtime's own count, per host call and for the answer).
         store.set_hostcall_fuel(limit_bytes);
         let start = Instant::now();
         let mut phase = Phase::Instantiate;
-        let result = self
-            .pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .and_then(|instance| {
-                phase = Phase::Typecheck;
-                instance.get_typed_func::<DecideParams<'_>, (output::RawAnswer,)>(
-                    &mut store,
-                    &self.decide,
-                )
-            })
-            .and_then(|func| {
-                phase = Phase::Call;
-                func.call(&mut store, (&ctx, &wit_findings))
-            });
+        let instance = self.pre.instantiate(&mut store);
+        // Instantiate, find `decide` with the plugin's contract's types, call
+        // it: each contract has its own WIT types, the answer is the same.
+        let result: wasmtime::Result<output::RawAnswer> = match self.contract {
+            Contract::V0_1 => {
+                let ctx = convert::v0_1::context(inv);
+                let fs: Vec<_> = findings.iter().map(convert::v0_1::finding).collect();
+                instance
+                    .and_then(|instance| {
+                        phase = Phase::Typecheck;
+                        instance.get_typed_func::<DecideParamsV01<'_>, (output::RawAnswerV01,)>(
+                            &mut store,
+                            &self.decide,
+                        )
+                    })
+                    .and_then(|func| {
+                        phase = Phase::Call;
+                        func.call(&mut store, (&ctx, &fs))
+                    })
+                    .map(|(answer,)| answer.map(output::upgrade))
+            }
+            Contract::V0_2 => {
+                let ctx = convert::context(inv);
+                let fs: Vec<_> = findings.iter().map(convert::finding).collect();
+                instance
+                    .and_then(|instance| {
+                        phase = Phase::Typecheck;
+                        instance.get_typed_func::<DecideParams<'_>, (output::RawAnswer,)>(
+                            &mut store,
+                            &self.decide,
+                        )
+                    })
+                    .and_then(|func| {
+                        phase = Phase::Call;
+                        func.call(&mut store, (&ctx, &fs))
+                    })
+                    .map(|(answer,)| answer)
+            }
+        };
         let elapsed = start.elapsed();
         let answer = match result {
-            Ok((answer,)) => answer,
+            Ok(answer) => answer,
             Err(e) => return Err(self.classify(e, store.data(), phase, elapsed)),
         };
         let invalid = |output::Invalid(reason)| PluginError::InvalidOutput {
@@ -988,7 +1075,8 @@ impl Plugin {
                     Phase::Typecheck => PluginError::Load {
                         plugin: self.name.clone(),
                         reason: format!(
-                            "its {DECIDE_INTERFACE}@{CONTRACT_VERSION} export does not match the contract: {reason}"
+                            "its {DECIDE_INTERFACE}@{} export does not match the contract: {reason}",
+                            self.contract.as_str()
                         ),
                     },
                     // Lowering its arguments (its realloc) or lifting its

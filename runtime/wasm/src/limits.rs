@@ -110,6 +110,8 @@ pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest reason of one action, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
+/// Longest notice (`notify`) of one action, in bytes.
+pub const MAX_NOTICE_BYTES: usize = 2048;
 /// Longest error message of a plugin's `Err`, in bytes.
 pub const MAX_ERROR_BYTES: usize = 4096;
 /// Longest log line, in bytes.

@@ -125,10 +125,25 @@ pub(crate) enum RawKind {
     None(Capped<{ limits::MAX_REASON_BYTES }>),
 }
 
-/// `engine:plugin/types.action`, strings left in the plugin's memory.
+/// `engine:plugin/types.action` of contract 0.2.0, its strings cut as they
+/// are lifted.
 #[derive(ComponentType, Lift)]
 #[component(record)]
 pub(crate) struct RawAction {
+    #[component(name = "finding")]
+    finding: u32,
+    #[component(name = "kind")]
+    kind: RawKind,
+    #[component(name = "reason")]
+    reason: Option<Capped<{ limits::MAX_REASON_BYTES }>>,
+    #[component(name = "notify")]
+    notify: Option<Capped<{ limits::MAX_NOTICE_BYTES }>>,
+}
+
+/// `engine:plugin/types.action` of contract 0.1.0 (no `notify`).
+#[derive(ComponentType, Lift)]
+#[component(record)]
+pub(crate) struct RawActionV01 {
     #[component(name = "finding")]
     finding: u32,
     #[component(name = "kind")]
@@ -139,6 +154,20 @@ pub(crate) struct RawAction {
 
 /// The result of `decide`, its strings cut as they are lifted.
 pub(crate) type RawAnswer = Result<Vec<RawAction>, Capped<{ limits::MAX_ERROR_BYTES }>>;
+/// The same, from a plugin of contract 0.1.0.
+pub(crate) type RawAnswerV01 = Result<Vec<RawActionV01>, Capped<{ limits::MAX_ERROR_BYTES }>>;
+
+/// A 0.1.0 answer as the newest contract's (no notices).
+pub(crate) fn upgrade(list: Vec<RawActionV01>) -> Vec<RawAction> {
+    list.into_iter()
+        .map(|a| RawAction {
+            finding: a.finding,
+            kind: a.kind,
+            reason: a.reason,
+            notify: None,
+        })
+        .collect()
+}
 
 /// Why an answer was refused; becomes `InvalidOutput`.
 pub(crate) struct Invalid(pub(crate) String);
@@ -165,6 +194,7 @@ pub(crate) fn actions(list: Vec<RawAction>, max_actions: usize) -> Result<Vec<Pr
                 finding: a.finding,
                 kind,
                 reason: reason.map(|Capped(s)| s),
+                notify: a.notify.map(|Capped(s)| s),
             }
         })
         .collect())

@@ -25,7 +25,10 @@ use wasmtime::component::{Linker, Resource, ResourceType, Val, WasmList, WasmStr
 use wasmtime::{Engine, ResourceLimiter, StoreContextMut};
 
 use crate::limits::{self, MAX_STDERR_BYTES, MAX_TABLE_ELEMENTS, TABLE_ELEMENT_BYTES};
-use crate::{CONTRACT_VERSION, DECIDE_INTERFACE, LogLevel, LogLine, PluginError, bindings};
+use crate::{
+    CONTRACT_VERSION, CONTRACT_VERSIONS, Contract, DECIDE_INTERFACE, LogLevel, LogLine,
+    PluginError, bindings, bindings_v0_1,
+};
 
 /// The WASI interfaces (without version) a plugin may import; deny-all stubs.
 pub const STD_WASI_INTERFACES: &[&str] = &[
@@ -183,19 +186,44 @@ impl State {
 /// may add up to `memory_mb` bytes: past that (one line may cross it) the
 /// rest are dropped unread, so a plugin cannot make the host scan more than
 /// about twice its memory per call.
-pub(crate) fn link_host(plugin: &str, linker: &mut Linker<State>) -> Result<(), PluginError> {
+/// Define the contract's `types` and `host` interfaces, of the plugin's
+/// contract version, in the linker.
+pub(crate) fn link_host(
+    plugin: &str,
+    linker: &mut Linker<State>,
+    contract: Contract,
+) -> Result<(), PluginError> {
     let err = |e: wasmtime::Error| PluginError::Load {
         plugin: plugin.to_string(),
         reason: format!("cannot link the host interface: {e}"),
     };
-    let types = format!("engine:plugin/types@{CONTRACT_VERSION}");
-    linker.instance(&types).map_err(err)?;
-    let host = format!("engine:plugin/host@{CONTRACT_VERSION}");
-    let mut li = linker.instance(&host).map_err(err)?;
+    let version = contract.as_str();
+    linker
+        .instance(&format!("engine:plugin/types@{version}"))
+        .map_err(err)?;
+    let mut li = linker
+        .instance(&format!("engine:plugin/host@{version}"))
+        .map_err(err)?;
+    match contract {
+        Contract::V0_1 => link_log::<bindings_v0_1::engine::plugin::host::Level>(&mut li),
+        Contract::V0_2 => link_log::<bindings::engine::plugin::host::Level>(&mut li),
+    }
+    .map_err(err)
+}
+
+/// The host's `log`, whose `level` enum is its contract version's type.
+fn link_log<L>(li: &mut wasmtime::component::LinkerInstance<'_, State>) -> wasmtime::Result<()>
+where
+    L: wasmtime::component::ComponentType
+        + wasmtime::component::Lift
+        + Into<LogLevel>
+        + Send
+        + Sync
+        + 'static,
+{
     li.func_wrap(
         "log",
-        |mut store: StoreContextMut<'_, State>,
-         (level, message): (bindings::engine::plugin::host::Level, WasmStr)| {
+        |mut store: StoreContextMut<'_, State>, (level, message): (L, WasmStr)| {
             let state = store.data();
             if state.logs.len() >= limits::MAX_LOG_LINES || state.log_budget == 0 {
                 store.data_mut().dropped_logs += 1;
@@ -211,24 +239,33 @@ pub(crate) fn link_host(plugin: &str, linker: &mut Linker<State>) -> Result<(), 
             };
             let state = store.data_mut();
             state.log_budget = state.log_budget.saturating_sub(len);
-            state.log(level, message);
+            state.log(level.into(), message);
             Ok(())
         },
     )
-    .map_err(err)?;
-    Ok(())
 }
 
+macro_rules! levels {
+    ($level:path) => {
+        impl From<$level> for LogLevel {
+            fn from(level: $level) -> LogLevel {
+                use $level as L;
+                match level {
+                    L::Trace => LogLevel::Trace,
+                    L::Debug => LogLevel::Debug,
+                    L::Info => LogLevel::Info,
+                    L::Warn => LogLevel::Warn,
+                    L::Error => LogLevel::Error,
+                }
+            }
+        }
+    };
+}
+levels!(bindings::engine::plugin::host::Level);
+levels!(bindings_v0_1::engine::plugin::host::Level);
+
 impl State {
-    fn log(&mut self, level: bindings::engine::plugin::host::Level, message: String) {
-        use bindings::engine::plugin::host::Level as L;
-        let level = match level {
-            L::Trace => LogLevel::Trace,
-            L::Debug => LogLevel::Debug,
-            L::Info => LogLevel::Info,
-            L::Warn => LogLevel::Warn,
-            L::Error => LogLevel::Error,
-        };
+    fn log(&mut self, level: LogLevel, message: String) {
         let (plugin, invocation, policy) = (&self.plugin, &self.invocation_id, &self.policy);
         // Whatever the subscriber, no control or bidi character of the plugin reaches a terminal.
         let shown = engine_core::text::for_terminal(&message);
@@ -251,12 +288,13 @@ pub(crate) fn split_version(name: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Check the contract version a plugin was built against, from its exports.
+/// The contract version a plugin was built against, from its exports: one
+/// this host supports, or a typed refusal.
 pub(crate) fn check_exports(
     plugin: &str,
     engine: &Engine,
     ty: &ComponentType,
-) -> Result<(), PluginError> {
+) -> Result<Contract, PluginError> {
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let ours = exports
         .iter()
@@ -268,12 +306,12 @@ pub(crate) fn check_exports(
                 .map(|n| split_version(n))
                 .find(|(n, _)| n.starts_with("engine:plugin/"))
         });
-    match ours {
-        Some((_, Some(v))) if v == CONTRACT_VERSION => Ok(()),
-        Some((_, found)) => Err(PluginError::Version {
+    match ours.map(|(_, v)| (v, v.and_then(Contract::parse))) {
+        Some((_, Some(contract))) => Ok(contract),
+        Some((found, None)) => Err(PluginError::Version {
             plugin: plugin.to_string(),
             found: found.unwrap_or("(unversioned)").to_string(),
-            supported: CONTRACT_VERSION.to_string(),
+            supported: CONTRACT_VERSIONS.join(", "),
         }),
         None => Err(PluginError::Load {
             plugin: plugin.to_string(),
@@ -301,7 +339,7 @@ fn why_denied(iface: &str) -> &'static str {
 /// What the sandbox makes of one import of a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Import {
-    /// `engine:plugin/host` or `engine:plugin/types` of the supported contract.
+    /// `engine:plugin/host` or `engine:plugin/types` of a supported contract.
     Contract,
     /// `engine:plugin/...` of another contract version (the version found).
     OtherContract(String),
@@ -316,7 +354,7 @@ pub fn judge_import(name: &str) -> Import {
     let (iface, version) = split_version(name);
     if iface.starts_with("engine:plugin/") {
         return match version {
-            Some(v) if v == CONTRACT_VERSION => Import::Contract,
+            Some(v) if Contract::parse(v).is_some() => Import::Contract,
             other => Import::OtherContract(other.unwrap_or("(unversioned)").to_string()),
         };
     }
@@ -345,7 +383,7 @@ pub(crate) fn link_imports(
                 return Err(PluginError::Version {
                     plugin: plugin.to_string(),
                     found,
-                    supported: CONTRACT_VERSION.to_string(),
+                    supported: CONTRACT_VERSIONS.join(", "),
                 });
             }
             Import::Stub => stubs.push((name.to_string(), item)),

@@ -1,9 +1,9 @@
 //! Test plugin built against a contract version the host does not support
-//! (`engine:plugin@0.2.0`, in `wit/v0.2.0`); otherwise well-behaved.
+//! (`engine:plugin@9.0.0`, in `wit/v9.0.0`); otherwise well-behaved.
 
 wit_bindgen::generate!({
     world: "plugin",
-    path: "wit/v0.2.0",
+    path: "wit/v9.0.0",
 });
 
 use engine::plugin::types::{Action, Context, Finding};
