@@ -14,12 +14,17 @@ use std::process::Command;
 mod engine_config;
 
 /// The shipped plugins: embedded in the binary, and precompiled here.
-const BUILTINS: &[&str] = &["delete-expired-keys", "deactivate-unused-credentials"];
+const BUILTINS: &[&str] = &[
+    "delete-expired-keys",
+    "deactivate-unused-credentials",
+    "staged-key-removal",
+];
 
 /// Plugin crates outside `plugins/testdata/`.
 const PLUGINS: &[&str] = &[
     "delete-expired-keys",
     "deactivate-unused-credentials",
+    "staged-key-removal",
     "deactivate-then-delete",
 ];
 

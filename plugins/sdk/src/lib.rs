@@ -54,6 +54,7 @@ pub mod __private {
 
 pub mod log;
 pub mod testing;
+pub mod time;
 
 pub use bindings::engine::plugin::types::{
     Action, ActionKind, Basis, Context, Credential, Finding, Rule, Stage,

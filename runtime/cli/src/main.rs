@@ -150,6 +150,7 @@ impl AccountArgs {
             max_attempts: self.max_attempts,
             progress: true,
             observer: None,
+            deactivated: std::sync::Arc::new(engine_run::live::deactivations(&self.state.state)),
         }
     }
 }

@@ -247,6 +247,9 @@ pub fn human(
                     user: for_terminal(&f.user),
                     cred: cred(f),
                     reason: Cow::Owned(for_terminal(&f.reason()).into_owned()),
+                    notify: ai
+                        .and_then(|ai| p.actions[ai].notify.as_deref())
+                        .map(|m| for_terminal(m).into_owned()),
                 }
             })
             .collect();
@@ -266,6 +269,9 @@ pub fn human(
                 "",
                 paint(DIM, &r.reason),
             )?;
+            if let Some(m) = &r.notify {
+                writeln!(out, "      {} {}", paint(DIM, "notify:"), m)?;
+            }
         }
     }
     config_rules(out, doc)?;
@@ -567,6 +573,8 @@ struct Row<'a> {
     cred: String,
     /// The finding's reason.
     reason: Cow<'a, str>,
+    /// The plugin's message for the owner, sent when the plan is carried out.
+    notify: Option<String>,
 }
 
 /// The enforcing policy that deletes the key of `f`, if any.

@@ -125,6 +125,14 @@ pub const BUILTIN_PLUGINS: &[(&str, &[ActionKind])] = &[
             ActionKind::None,
         ],
     ),
+    (
+        "staged-key-removal",
+        &[
+            ActionKind::DeactivateAccessKey,
+            ActionKind::DeleteAccessKey,
+            ActionKind::None,
+        ],
+    ),
 ];
 
 /// What an external plugin is granted when its `[plugin.NAME]` has no `allow`:
@@ -164,6 +172,10 @@ pub struct Policy {
     /// A credential that crosses the threshold within this many days is an
     /// upcoming finding (0: none).
     pub warn_before_days: u32,
+    /// Keys this policy's plugin deactivated come back to it, while
+    /// inactive, as findings of stage `deactivated` (so it can delete them
+    /// after a grace period).
+    pub follow_deactivated: bool,
     /// Cron expression (with seconds) for the daemon, as written.
     pub schedule: Option<String>,
     /// Free string parameters handed to the plugin.
@@ -881,6 +893,22 @@ impl FileCtx<'_> {
         }
     }
 
+    fn boolean(&mut self, key: &str, v: &Spanned<DeValue<'_>>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                let t = other.type_str();
+                self.err(
+                    "wrong-type",
+                    format!("`{key}` must be a boolean, found {t}"),
+                    v.span(),
+                    "expected true or false",
+                );
+                None
+            }
+        }
+    }
+
     fn integer(&mut self, key: &str, v: &Spanned<DeValue<'_>>, range: Range<i64>) -> Option<i64> {
         let DeValue::Integer(i) = v.get_ref() else {
             let t = v.get_ref().type_str();
@@ -967,6 +995,7 @@ impl FileCtx<'_> {
         let mut max_key_age = None;
         let mut max_unused = None;
         let mut warn_before: Option<(u32, Range<usize>)> = None;
+        let mut follow_deactivated = false;
         let mut action = None;
         let mut action_span = Some(name.span());
         let mut mode = Mode::Enforce;
@@ -1005,6 +1034,11 @@ impl FileCtx<'_> {
                 }
                 "warn_before_days" => {
                     warn_before = self.integer(key, v, 0..3651).map(|n| (n as u32, v.span()))
+                }
+                "follow_deactivated" => {
+                    if let Some(b) = self.boolean(key, v) {
+                        follow_deactivated = b;
+                    }
                 }
                 "action" => {
                     if let Some(s) = self.string(key, v) {
@@ -1295,6 +1329,7 @@ impl FileCtx<'_> {
             protect_access_keys,
             max_actions_per_run: max_actions,
             warn_before_days: warn_before.map_or(0, |(n, _)| n),
+            follow_deactivated,
             schedule,
             params,
             action_span,
@@ -1838,6 +1873,7 @@ const POLICY_KEYS: &[&str] = &[
     "protect_access_keys",
     "max_actions_per_run",
     "warn_before_days",
+    "follow_deactivated",
     "schedule",
     "params",
     "aws_config_rule",

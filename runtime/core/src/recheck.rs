@@ -80,6 +80,13 @@ pub fn access_key(
     if action == ActionKind::DeactivateAccessKey && !key.active {
         return Verdict::Skip(format!("key {key_id} is already inactive"));
     }
+    // Planned as a key the engine deactivated: reactivated since, it is in
+    // use again; the next run sees it as it is now.
+    if f.stage == crate::finding::Stage::Deactivated && key.active {
+        return Verdict::Skip(format!(
+            "key {key_id} was reactivated since the plan; it is left alone"
+        ));
+    }
     if f.rule == Rule::Cis13 {
         match last_used {
             None => {

@@ -177,6 +177,33 @@ pub fn evaluate_row(
     }
 }
 
+/// The inactive access keys of `row`, as findings of stage `deactivated`
+/// for `policy` (age from `last_rotated`), their key ids not yet known:
+/// candidates for the keys the engine deactivated under the policy
+/// (`follow_deactivated`); [`crate::snapshot::follow_deactivated`] keeps
+/// those its journal names.
+pub fn inactive_keys(policy: &Policy, row: &CredentialRow, now: DateTime<Utc>) -> Vec<Finding> {
+    let exempt = !row.is_root() && policy.is_exempt(&row.user);
+    key_slots(row)
+        .into_iter()
+        .filter(|(_, key)| !key.active)
+        .filter_map(|(credential, key)| {
+            let at = key.last_rotated.time()?;
+            let mut f = finding(
+                policy,
+                row,
+                credential,
+                at,
+                Basis::KeyLastRotated,
+                now - at,
+                exempt,
+            );
+            f.stage = Stage::Deactivated;
+            Some(f)
+        })
+        .collect()
+}
+
 fn key_slots(row: &CredentialRow) -> [(Credential, &crate::report::AccessKey); 2] {
     [
         (Credential::AccessKey1, &row.access_keys[0]),

@@ -5,11 +5,11 @@
 //! by `CreateDate == last_rotated` to the second. Anything but exactly one
 //! match leaves the key id unknown, and the host then refuses to act on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::finding::{Finding, Protection};
+use crate::finding::{Finding, Protection, Stage};
 use crate::report::{CredentialReport, ROOT_USER};
 
 /// One access key as `ListAccessKeys` returns it.
@@ -158,4 +158,45 @@ pub fn protect(findings: &mut [Finding], own: &Own, declared: &[String]) -> usiz
         }
     }
     n
+}
+
+/// An access key the engine deactivated (from its journal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deactivation {
+    pub user: String,
+    /// The policy it was deactivated under.
+    pub policy: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The keys the engine deactivated and did not delete since, by key id.
+pub type Deactivations = BTreeMap<String, Deactivation>;
+
+/// The users whose inactive keys a `follow_deactivated` policy may see
+/// again: those with a key the engine deactivated under it.
+pub fn followed_users<'a>(deactivated: &'a Deactivations, policy: &str) -> BTreeSet<&'a str> {
+    deactivated
+        .values()
+        .filter(|d| d.policy == policy)
+        .map(|d| d.user.as_str())
+        .collect()
+}
+
+/// After key-id resolution: keep the `deactivated` candidates whose key the
+/// journal says the engine deactivated under `policy` (drop the others: an
+/// inactive key someone else turned off is no finding), and give every
+/// finding on such a key its `deactivated_at`.
+pub fn follow_deactivated(findings: &mut Vec<Finding>, deactivated: &Deactivations, policy: &str) {
+    findings.retain(|f| {
+        f.stage != Stage::Deactivated
+            || f.key_id
+                .as_ref()
+                .and_then(|k| deactivated.get(k))
+                .is_some_and(|d| d.policy == policy)
+    });
+    for f in findings.iter_mut() {
+        if let Some(d) = f.key_id.as_ref().and_then(|k| deactivated.get(k)) {
+            f.deactivated_at = Some(d.at);
+        }
+    }
 }

@@ -940,11 +940,15 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
     let set = ctx.config.subset(&ctx.due);
     let observer = PluginMetrics(ctx.shared.clone());
     let target = ctx.config.dir.display().to_string();
+    // The keys deactivated up to the last run (a staged policy deletes them
+    // after its grace period), read again for every run.
+    let mut account = ctx.account.clone();
+    account.deactivated = std::sync::Arc::new(engine_run::live::deactivations(&ctx.state));
     let request = Request {
         set: &set,
         plugins: &ctx.config.plugins,
         dir: &ctx.config.dir,
-        source: &SourceSpec::Account(ctx.account.clone()),
+        source: &SourceSpec::Account(account.clone()),
         now: Utc::now(),
         what_if: false,
         observer: Some(&observer),
@@ -970,7 +974,7 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
                 p = engine_run::prepare_accounts(
                     request,
                     &settings,
-                    &ctx.account,
+                    &account,
                     usize::from(ctx.account.account_concurrency),
                     COMMAND,
                 ) => p.map(|p| {

@@ -125,6 +125,18 @@ impl Outcome {
     }
 }
 
+/// An access key the engine deactivated and has not deleted since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeactivatedKey {
+    pub key_id: String,
+    pub user: String,
+    /// The policy that deactivated it.
+    pub policy: String,
+    /// When the deactivation was recorded done.
+    pub at: DateTime<Utc>,
+    pub account: Option<String>,
+}
+
 /// A run as listed by `engine history`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
@@ -677,6 +689,53 @@ impl Journal {
             ),
         })
         .map(|runs| runs.into_iter().map(|(run, _)| run).collect())
+    }
+
+    /// The access keys the engine deactivated (a `deactivate-access-key`
+    /// recorded `done` or `done-on-retry`) and did not delete since: the
+    /// latest deactivation of each key id, in `account` (every account when
+    /// `None`). What a policy with `follow_deactivated` sees again.
+    pub fn deactivated_keys(&self, account: Option<&str>) -> Result<Vec<DeactivatedKey>> {
+        self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT a.key_id, a.user, a.policy, MAX(a.result_at), a.account
+                 FROM actions a
+                 WHERE a.action = 'deactivate-access-key'
+                   AND a.outcome IN ('done', 'done-on-retry')
+                   AND a.key_id IS NOT NULL
+                   AND (?1 IS NULL OR a.account = ?1)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM actions d
+                       WHERE d.key_id = a.key_id
+                         AND d.action = 'delete-access-key'
+                         AND d.outcome IN ('done', 'done-on-retry', 'already-gone'))
+                 GROUP BY a.key_id",
+            )?;
+            let rows = stmt.query_map(params![account], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map(|rows| {
+            rows.into_iter()
+                .filter_map(|(key_id, user, policy, at, account)| {
+                    let at = DateTime::parse_from_rfc3339(&at).ok()?.with_timezone(&Utc);
+                    Some(DeactivatedKey {
+                        key_id,
+                        user,
+                        policy,
+                        at,
+                        account,
+                    })
+                })
+                .collect()
+        })
     }
 
     /// The actions of one run, in the order they were recorded.

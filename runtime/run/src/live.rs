@@ -56,6 +56,38 @@ pub struct AccountOptions {
     pub progress: bool,
     /// Told about every AWS request (the daemon's metrics).
     pub observer: Option<std::sync::Arc<dyn engine_aws::RequestObserver>>,
+    /// The keys the engine deactivated (from its journal, [`deactivations`]):
+    /// their findings carry `deactivated_at`, and a `follow_deactivated`
+    /// policy sees those it deactivated again while they are inactive.
+    pub deactivated: std::sync::Arc<snapshot::Deactivations>,
+}
+
+/// The keys the engine deactivated and did not delete since, from the
+/// journal in `state` (none when there is no journal yet, or it cannot be
+/// read: then no key is followed, which only delays a deletion).
+pub fn deactivations(state: &std::path::Path) -> snapshot::Deactivations {
+    if !state.join(engine_journal::FILE).exists() {
+        return snapshot::Deactivations::new();
+    }
+    match engine_journal::Journal::open(state).and_then(|j| j.deactivated_keys(None)) {
+        Ok(keys) => keys
+            .into_iter()
+            .map(|k| {
+                (
+                    k.key_id,
+                    snapshot::Deactivation {
+                        user: k.user,
+                        policy: k.policy,
+                        at: k.at,
+                    },
+                )
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cannot read the keys the engine deactivated from the journal: {e}");
+            snapshot::Deactivations::new()
+        }
+    }
 }
 
 /// Where the credentials come from.
@@ -194,6 +226,18 @@ pub async fn live(
         format!("the account's credential report was rejected, nothing evaluated: {e}")
     })?;
     let mut evaluated = pipeline::findings(set, &report, now);
+    // Keys a `follow_deactivated` policy deactivated: their users' inactive
+    // keys are candidates (kept below when the journal names their key id).
+    for (i, findings) in &mut evaluated {
+        let policy = &set.policies[*i];
+        if !policy.follow_deactivated {
+            continue;
+        }
+        let users = snapshot::followed_users(&args.deactivated, &policy.name);
+        for row in report.rows.iter().filter(|r| users.contains(&*r.user)) {
+            findings.extend(engine_core::rules::inactive_keys(policy, row, now));
+        }
+    }
     let all: Vec<Finding> = evaluated
         .iter()
         .flat_map(|(_, f)| f.iter().cloned())
@@ -205,6 +249,7 @@ pub async fn live(
     let account: std::sync::Arc<str> = identity.account.as_str().into();
     for (i, findings) in &mut evaluated {
         warnings.extend(snapshot::resolve_key_ids(findings, &report, &keys));
+        snapshot::follow_deactivated(findings, &args.deactivated, &set.policies[*i].name);
         snapshot::protect(findings, &own, &set.policies[*i].protect_access_keys);
         for f in findings.iter_mut() {
             f.account = Some(account.clone());

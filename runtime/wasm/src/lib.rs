@@ -122,6 +122,10 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
             env!("ENGINE_PLUGIN_WASM_DIR"),
             "/deactivate_unused_credentials.wasm"
         ))),
+        "staged-key-removal" => Some(include_bytes!(concat!(
+            env!("ENGINE_PLUGIN_WASM_DIR"),
+            "/staged_key_removal.wasm"
+        ))),
         _ => None,
     }
 }
@@ -138,6 +142,9 @@ fn builtin_precompiled(name: &str) -> Option<&'static [u8]> {
             env!("OUT_DIR"),
             "/deactivate-unused-credentials.cwasm"
         )),
+        "staged-key-removal" => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/staged-key-removal.cwasm"))
+        }
         _ => return None,
     };
     Some(code).filter(|b| !b.is_empty())
@@ -625,7 +632,7 @@ impl Host {
             PluginSource::Builtin => (
                 builtin(&cfg.name).ok_or_else(|| {
                     load_err(format!(
-                        "there is no builtin plugin of that name (builtin: delete-expired-keys, deactivate-unused-credentials); give [plugin.{}] a source = \"path.wasm\" and its sha256",
+                        "there is no builtin plugin of that name (builtin: delete-expired-keys, deactivate-unused-credentials, staged-key-removal); give [plugin.{}] a source = \"path.wasm\" and its sha256",
                         cfg.name
                     ))
                 })?,
