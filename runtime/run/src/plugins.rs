@@ -90,6 +90,10 @@ impl Plugins {
     }
 }
 
+/// Most findings handed to a plugin in one call; more are handed over in
+/// consecutive slices, one call each.
+pub const CHUNK: usize = 5_000;
+
 /// The production decider: a run's view of the loaded plugins.
 pub struct WasmDecider<'a> {
     plugins: &'a Plugins,
@@ -153,38 +157,50 @@ impl Decider for WasmDecider<'_> {
                 .collect();
             &subset
         };
-        let inv = self.invocation(policy, given);
-        let mut decision = plugin.decide(&inv, given).map_err(|e| {
-            failed(e.kind());
-            e.to_failure()
-        })?;
-        if !staged {
-            for p in &mut decision.proposals {
-                // Out of range stays out of range: the host check refuses it.
-                p.finding = positions
-                    .get(p.finding as usize)
-                    .copied()
-                    .unwrap_or(u32::MAX);
+        // Large accounts: the findings are handed over in slices of at most
+        // CHUNK, each its own call (a plugin decides per finding; its memory
+        // holds one slice, not hundreds of thousands of findings).
+        let mut proposals = Vec::new();
+        for (n, slice) in given.chunks(CHUNK).enumerate() {
+            let offset = u32::try_from(n * CHUNK).unwrap_or(u32::MAX);
+            let inv = self.invocation(policy, slice);
+            let decision = plugin.decide(&inv, slice).map_err(|e| {
+                failed(e.kind());
+                e.to_failure()
+            })?;
+            if let Some(o) = self.observer {
+                o.called(
+                    &policy.name,
+                    &policy.action,
+                    decision.elapsed,
+                    decision.peak_memory_bytes,
+                );
             }
-        }
-        if let Some(o) = self.observer {
-            o.called(
-                &policy.name,
-                &policy.action,
-                decision.elapsed,
-                decision.peak_memory_bytes,
+            tracing::info!(
+                invocation = %inv.invocation_id,
+                plugin = %policy.action,
+                findings = slice.len(),
+                proposals = decision.proposals.len(),
+                elapsed_us = decision.elapsed.as_micros() as u64,
+                peak_memory_bytes = decision.peak_memory_bytes,
+                "plugin decided"
             );
+            proposals.extend(decision.proposals.into_iter().map(|mut p| {
+                // Out of range stays out of range: the host check refuses it.
+                let i = if (p.finding as usize) < slice.len() {
+                    p.finding.saturating_add(offset)
+                } else {
+                    u32::MAX
+                };
+                p.finding = if staged {
+                    i
+                } else {
+                    positions.get(i as usize).copied().unwrap_or(u32::MAX)
+                };
+                p
+            }));
         }
-        tracing::info!(
-            invocation = %inv.invocation_id,
-            plugin = %policy.action,
-            findings = given.len(),
-            proposals = decision.proposals.len(),
-            elapsed_us = decision.elapsed.as_micros() as u64,
-            peak_memory_bytes = decision.peak_memory_bytes,
-            "plugin decided"
-        );
-        Ok(decision.proposals)
+        Ok(proposals)
     }
 }
 
@@ -262,5 +278,37 @@ mod tests {
             "{}",
             c.invocation_id
         );
+    }
+
+    #[test]
+    fn many_findings_are_handed_over_in_slices_and_mapped_back() {
+        let set = set();
+        let now = Utc
+            .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let plugins = Plugins::load(&set, None).expect("plugins");
+        let decider = plugins.decider(now);
+        let policy = &set.policies[0];
+        // Over two slices and a part, every third one exempt.
+        let n = 2 * CHUNK + 1234;
+        let findings: Vec<Finding> = (0..n)
+            .map(|i| {
+                let mut f = finding(&format!("user-{i}"), 120);
+                f.exempt = i % 3 == 0;
+                f
+            })
+            .collect();
+        let proposals = decider.decide(policy, &findings).expect("decides");
+        assert_eq!(proposals.len(), n);
+        for (i, p) in proposals.iter().enumerate() {
+            assert_eq!(p.finding as usize, i);
+            let expected = if i % 3 == 0 {
+                engine_core::ActionKind::None
+            } else {
+                engine_core::ActionKind::DeleteAccessKey
+            };
+            assert_eq!(p.kind, expected, "finding {i}");
+        }
     }
 }
