@@ -45,6 +45,10 @@ Test-only endpoints, plain JSON, under /_engine/ (never counted, never faulted):
                               now, stamped `generated` (default now), to every
                               GetCredentialReport until {freeze: false}; while frozen,
                               GenerateCredentialReport answers COMPLETE and changes nothing
+  POST /_engine/outbox        {sns_topic?, ses_identity?, region?} -> {topic_arn?}: an SNS
+                              topic and a verified SES sender for notification tests
+  GET  /_engine/outbox        {sns: [{topic, subject, message, attributes}], ses: [{source,
+                              destinations, subject, body}]}: what SNS published, SES sent
   POST /_engine/mutate        [{op, ...}] changes the account behind the engine's back:
                               {op: touch_key, key, last_used}, {op: touch_password,
                               user, last_used}, {op: delete_key, user, key},
@@ -259,6 +263,9 @@ def seed(users: list[dict[str, Any]], account: str | None = None) -> list[dict[s
             user.engine_profile_created = parse_date(
                 password.get("profile_created") or changed or spec["created"]
             )
+        tags = spec.get("tags") or {}
+        if tags:
+            iam.tag_user(name, [{"Key": k, "Value": v} for k, v in tags.items()])
         key_ids = []
         for key_spec in spec.get("keys", []):
             status = "Active" if key_spec.get("active", True) else "Inactive"
@@ -271,6 +278,42 @@ def seed(users: list[dict[str, Any]], account: str | None = None) -> list[dict[s
             key_ids.append(key.access_key_id)
         seeded.append({"name": name, "keys": key_ids})
     return seeded
+
+
+def outbox_setup(spec: dict[str, Any], account: str | None) -> dict[str, Any]:
+    """An SNS topic and a verified SES sender, for the notification tests."""
+    from moto.sns.models import sns_backends
+    from moto.ses.models import ses_backends
+
+    acct = account or DEFAULT_ACCOUNT_ID
+    region = spec.get("region") or REGION
+    out: dict[str, Any] = {}
+    if spec.get("sns_topic"):
+        out["topic_arn"] = sns_backends[acct][region].create_topic(spec["sns_topic"]).arn
+    if spec.get("ses_identity"):
+        ses_backends[acct][region].verify_email_identity(spec["ses_identity"])
+    return out
+
+
+def outbox(region: str | None, account: str | None) -> dict[str, Any]:
+    """What SNS published and SES sent in `region`."""
+    from moto.sns.models import sns_backends
+    from moto.ses.models import ses_backends
+
+    acct = account or DEFAULT_ACCOUNT_ID
+    region = region or REGION
+    sns = []
+    for arn, topic in sns_backends[acct][region].topics.items():
+        for sent in getattr(topic, "sent_notifications", []):
+            _id, message, subject, attributes = sent[0], sent[1], sent[2], sent[3]
+            sns.append({"topic": arn, "subject": subject, "message": message,
+                        "attributes": {k: (v or {}).get("Value", (v or {}).get("StringValue")) if isinstance(v, dict) else v
+                                       for k, v in (attributes or {}).items()}})
+    ses = []
+    for m in ses_backends[acct][region].sent_messages:
+        ses.append({"source": getattr(m, "source", None), "destinations": getattr(m, "destinations", None),
+                    "subject": getattr(m, "subject", None), "body": getattr(m, "body", None)})
+    return {"sns": sns, "ses": ses}
 
 
 def freeze_report(spec: dict[str, Any]) -> dict[str, Any]:
@@ -748,6 +791,10 @@ class EngineApp:
                 result = assume(payload or {})
             elif method == "POST" and name == "mutate":
                 result = mutate(payload or [], account)
+            elif method == "POST" and name == "outbox":
+                result = outbox_setup(payload or {}, account)
+            elif method == "GET" and name == "outbox":
+                result = outbox(query.get("region", [None])[0], account)
             elif method == "GET" and name == "faults":
                 result = self.faults.counts()
             elif method == "POST" and name == "faults":

@@ -406,6 +406,33 @@ impl Aws {
 
     /// A user's name, ARN, creation date and last console sign-in
     /// (`GetUser`); `None` when there is no such user.
+    /// The user's IAM tags (`ListUserTags`), key to value; a user that is
+    /// gone has none.
+    pub async fn user_tags(
+        &self,
+        user: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, AwsError> {
+        const OP: &str = "ListUserTags";
+        let mut pages = self
+            .iam
+            .list_user_tags()
+            .user_name(user)
+            .into_paginator()
+            .items()
+            .send();
+        let mut tags = std::collections::BTreeMap::new();
+        while let Some(item) = pages.next().await {
+            match item {
+                Ok(t) => {
+                    tags.insert(t.key().to_string(), t.value().to_string());
+                }
+                Err(e) if is_no_such_entity(&e) => return Ok(tags),
+                Err(e) => return Err(self.classify(OP, e)),
+            }
+        }
+        Ok(tags)
+    }
+
     pub async fn get_user(&self, user: &str) -> Result<Option<UserMeta>, AwsError> {
         const OP: &str = "GetUser";
         match self.iam.get_user().user_name(user).send().await {

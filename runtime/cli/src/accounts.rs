@@ -264,7 +264,7 @@ pub async fn apply(
         &run.skipped,
         &settings.role,
     );
-    carry_out(args, &doc, &run, None, set.security_hub.as_ref()).await
+    carry_out(args, &doc, &run, None, set).await
 }
 
 /// Show, confirm, carry out, report: the rest of `apply` over many accounts.
@@ -273,8 +273,9 @@ async fn carry_out(
     doc: &AccountsDocument,
     run: &PlannedRun,
     sealed: Option<&str>,
-    security_hub: Option<&engine_core::policy::SecurityHubSettings>,
+    set: &PolicySet,
 ) -> u8 {
+    let security_hub = set.security_hub.as_ref();
     let accounts = &run.accounts;
     let mut journal = match args.account.state.open_journal() {
         Ok(j) => j,
@@ -348,6 +349,10 @@ async fn carry_out(
         })
         .collect();
     let target = args.target.display().to_string();
+    let notifier = set
+        .notifications
+        .as_ref()
+        .map(|n| engine_notify::Notifier::new(n, run.base.sdk_config()));
     let applied = engine_run::accounts::execute_all(
         &work,
         &ExecuteAccounts {
@@ -359,6 +364,7 @@ async fn carry_out(
             accounts_at_once: usize::from(args.account.account_concurrency),
             per_account: usize::from(args.account.concurrency),
             cancel: CancellationToken::new(),
+            notifier: notifier.as_ref(),
         },
     )
     .await;
@@ -537,14 +543,7 @@ pub async fn apply_saved(args: &ApplyArgs, doc: AccountsDocument) -> u8 {
         skipped,
         now: doc.now,
     };
-    carry_out(
-        args,
-        &shown_doc,
-        &run,
-        mac.as_deref(),
-        set.security_hub.as_ref(),
-    )
-    .await
+    carry_out(args, &shown_doc, &run, mac.as_deref(), &set).await
 }
 
 async fn load_saved(

@@ -90,11 +90,17 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         .as_ref()
         .and_then(|(set, _)| set.security_hub.clone())
         .filter(|_| args.user.is_none());
+    // Owners' messages: `[notifications]` of the policies (the plan's own
+    // directory for a saved plan).
+    let mut notifications = loaded_set
+        .as_ref()
+        .and_then(|(set, _)| set.notifications.clone());
     let loaded = if saved {
         load_saved(&args.target, args)
             .await
-            .map(|(plan, doc, aws, own, sealed, hub)| {
+            .map(|(plan, doc, aws, own, sealed, (hub, notify))| {
                 security_hub = hub;
+                notifications = notify;
                 (plan, doc, aws, own, sealed, None)
             })
             .map_err(|e| {
@@ -226,11 +232,15 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         }
     }
 
+    let notifier = notifications
+        .as_ref()
+        .map(|n| engine_notify::Notifier::new(n, aws.sdk_config()));
     let exec = Execution {
         aws: &aws,
         own: &own,
         concurrency: usize::from(args.account.concurrency),
         cancel: CancellationToken::new(),
+        notifier: notifier.as_ref(),
     };
     let target = args.target.display().to_string();
     if planned == 0 {
@@ -298,6 +308,9 @@ pub async fn run(args: &ApplyArgs) -> u8 {
         &rules,
         &exported,
     );
+    if notifier.is_some() {
+        eprintln!("{}", notices_line(&applied.notices));
+    }
     if status == engine_journal::RunStatus::Ok
         && !rules.iter().any(|r| r.outcome == "failed")
         && !export_failed(&exported)
@@ -306,6 +319,19 @@ pub async fn run(args: &ApplyArgs) -> u8 {
     } else {
         exit::ERROR
     }
+}
+
+/// What happened to the owners' messages of a run, in one line.
+pub(crate) fn notices_line(n: &engine_run::notices::Sent) -> String {
+    format!(
+        "messages to owners: {} sent, {} failed, {} sent by an earlier run (not again), {} with no channel; {} run summar{} sent",
+        n.sent,
+        n.failed,
+        n.already,
+        n.nowhere,
+        n.summaries,
+        if n.summaries == 1 { "y" } else { "ies" }
+    )
 }
 
 /// A saved plan over many accounts (it has an `accounts` array); `None`
@@ -341,7 +367,10 @@ async fn load_saved(
         Aws,
         Own,
         Option<String>,
-        Option<engine_core::policy::SecurityHubSettings>,
+        (
+            Option<engine_core::policy::SecurityHubSettings>,
+            Option<engine_core::policy::NotificationSettings>,
+        ),
     ),
     String,
 > {
@@ -407,7 +436,14 @@ async fn load_saved(
     source.identity = Some(identity.arn);
     let sealed = doc.mac.clone();
     let doc = Document::new(&plan, source);
-    Ok((plan, doc, aws, own, sealed, set.security_hub.clone()))
+    Ok((
+        plan,
+        doc,
+        aws,
+        own,
+        sealed,
+        (set.security_hub.clone(), set.notifications.clone()),
+    ))
 }
 
 pub(crate) fn confirm(n: usize) -> Result<bool, String> {

@@ -46,6 +46,10 @@ mod events;
 #[path = "daemon/startup.rs"]
 mod startup;
 
+// Messages to owners from scheduled runs (staged removal, a webhook).
+#[path = "daemon/notices.rs"]
+mod notices;
+
 const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
 
 /// The secret access key every engine here runs with: it must never be logged.

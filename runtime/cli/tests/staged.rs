@@ -190,3 +190,303 @@ fn warned_then_deactivated_then_deleted_after_the_grace_period() {
     );
     let _ = std::fs::remove_dir_all(account.dir());
 }
+
+// ---- messages to owners -------------------------------------------------
+
+use engine_testkit::webhook::{Received, Receiver};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const SECRET: &str = "webhook-secret-for-tests";
+
+/// Whether a request carries a valid signature of its body under SECRET.
+fn signed(r: &Received) -> bool {
+    let (Some(ts), Some(sig)) = (
+        r.headers.get("x-engine-timestamp"),
+        r.headers.get("x-engine-signature"),
+    ) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(&r.body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    sig == &format!("sha256={want}")
+}
+
+fn notifying(receiver: &Receiver, owner_attempts: u32) -> String {
+    format!(
+        "[policy.rotate]\nrule = \"cis-1.4\"\nmax_key_age_days = 90\nwarn_before_days = 7\n\
+         action = \"staged-key-removal\"\nfollow_deactivated = true\nparams = {{ grace_days = \"0.00003\" }}\n\n\
+         [notifications]\nowner_tags = [\"owner\"]\nowner_channel = \"owners\"\nfallback_channel = \"security\"\n\n\
+         [notifications.channels.owners]\ntype = \"webhook\"\nurl = \"{}\"\nsecret_env = \"ENGINE_TEST_WEBHOOK_SECRET\"\nattempts = {owner_attempts}\ntimeout_ms = 2000\n\n\
+         [notifications.channels.security]\ntype = \"webhook\"\nurl = \"{}\"\nformat = \"slack\"\n",
+        receiver.url("/owners"),
+        receiver.url("/security")
+    )
+}
+
+impl Account {
+    fn apply_with(&self, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_engine"));
+        cmd.args([
+            "apply",
+            "policies",
+            "--auto-approve",
+            "--report-max-age",
+            "0s",
+        ])
+        .current_dir(&self.dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", &self.own_key)
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run engine");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+#[test]
+fn each_owner_gets_each_message_once_signed_and_the_security_channel_a_summary() {
+    let receiver = Receiver::start();
+    let account = Account::new(
+        &notifying(&receiver, 3),
+        vec![
+            SeedUser::new("soon", days_ago(500))
+                .key(days_ago(85), Some(days_ago(1)), true)
+                .tag("owner", "alice@example.com"),
+            SeedUser::new("old", days_ago(500))
+                .key(days_ago(120), Some(days_ago(1)), true)
+                .tag("owner", "bob@example.com"),
+            SeedUser::new("untagged", days_ago(500)).key(days_ago(200), Some(days_ago(1)), true),
+        ],
+    );
+    let env = [("ENGINE_TEST_WEBHOOK_SECRET", SECRET)];
+    let (old_key, soon_key) = (
+        account.keys("old")[0].0.clone(),
+        account.keys("soon")[0].0.clone(),
+    );
+
+    let (code, out) = account.apply_with(&env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("messages to owners: 3 sent, 0 failed"),
+        "{out}"
+    );
+    // The owners' channel: the upcoming warning and the deactivation, each
+    // to its tagged owner, signed.
+    let owners = receiver.to("/owners");
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    assert!(
+        owners.iter().all(signed),
+        "unsigned or badly signed: {owners:?}"
+    );
+    let about = |r: &Received| {
+        let j = r.json();
+        (
+            j["recipient"].as_str().unwrap_or("").to_string(),
+            j["about"]["subject"].as_str().unwrap_or("").to_string(),
+            j["about"]["stage"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let mut got: Vec<_> = owners.iter().map(about).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "alice@example.com".to_string(),
+                soon_key.clone(),
+                "upcoming".to_string()
+            ),
+            (
+                "bob@example.com".to_string(),
+                old_key.clone(),
+                "done:deactivate-access-key".to_string()
+            ),
+        ]
+    );
+    assert!(owners.iter().any(|r| {
+        r.json()["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--status Active")
+    }));
+    // The security channel (Slack format): the untagged user's message and
+    // one summary of the run.
+    let security = receiver.to("/security");
+    assert_eq!(security.len(), 2, "{security:?}");
+    assert!(
+        security
+            .iter()
+            .all(|r| r.json()["text"].is_string() && r.json().get("about").is_none())
+    );
+    assert!(security.iter().any(|r| {
+        r.json()["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("of untagged was deactivated")
+    }));
+    assert!(security.iter().any(|r| {
+        r.json()["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("2 done, 0 failed, 0 skipped")
+    }));
+
+    // Again at once: nothing new happened and nothing is sent twice.
+    let (code, out) = account.apply_with(&env);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(receiver.received().len(), 4, "{out}");
+
+    // After the grace period: the deletions, each owner told once.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (code, out) = account.apply_with(&env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        account.keys("old").is_empty() && account.keys("untagged").is_empty(),
+        "{out}"
+    );
+    let owners = receiver.to("/owners");
+    assert_eq!(owners.len(), 3, "{owners:?}");
+    assert_eq!(
+        about(&owners[2]),
+        (
+            "bob@example.com".to_string(),
+            old_key,
+            "done:delete-access-key".to_string()
+        )
+    );
+    assert_eq!(receiver.to("/security").len(), 4);
+    let _ = std::fs::remove_dir_all(account.dir());
+}
+
+#[test]
+fn a_failing_webhook_is_retried_recorded_failed_and_never_stops_the_remediation() {
+    let receiver = Receiver::start();
+    receiver.answer("/owners", 500);
+    let account = Account::new(
+        &notifying(&receiver, 2),
+        vec![
+            SeedUser::new("old", days_ago(500))
+                .key(days_ago(120), Some(days_ago(1)), true)
+                .tag("owner", "bob@example.com"),
+        ],
+    );
+    let old_key = account.keys("old")[0].0.clone();
+    let (code, out) = account.apply_with(&[("ENGINE_TEST_WEBHOOK_SECRET", SECRET)]);
+    // The key is deactivated, once, whatever the channel does.
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        account.keys("old"),
+        vec![(old_key.clone(), "Inactive".to_string())]
+    );
+    let writes = account
+        .moto
+        .requests()
+        .into_iter()
+        .filter(|r| r.action == "UpdateAccessKey")
+        .count();
+    assert_eq!(writes, 1);
+    // Tried twice (its attempts), then recorded failed.
+    assert_eq!(receiver.to("/owners").len(), 2, "{out}");
+    assert!(
+        out.contains("messages to owners: 0 sent, 1 failed"),
+        "{out}"
+    );
+    // The journal says so: the message is recorded failed after 2 attempts.
+    let journal = engine_journal::Journal::open(&account.dir().join(".engine")).expect("journal");
+    let run = journal.recent_runs(1).expect("runs")[0].id;
+    let notices = journal.notices_of(run).expect("notices");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(
+        (
+            notices[0].status.as_str(),
+            notices[0].attempts,
+            notices[0].stage.as_str()
+        ),
+        ("failed", 2, "done:deactivate-access-key")
+    );
+    assert_eq!(notices[0].recipient.as_deref(), Some("bob@example.com"));
+    let _ = std::fs::remove_dir_all(account.dir());
+}
+
+#[test]
+fn owners_are_emailed_with_ses_and_the_rest_published_to_sns() {
+    let account = Account::new(
+        "[policy.rotate]\nrule = \"cis-1.4\"\naction = \"staged-key-removal\"\n",
+        vec![
+            SeedUser::new("old", days_ago(500))
+                .key(days_ago(120), Some(days_ago(1)), true)
+                .tag("email", "bob@example.com"),
+            SeedUser::new("untagged", days_ago(500)).key(days_ago(200), Some(days_ago(1)), true),
+        ],
+    );
+    let topic = account
+        .moto
+        .outbox_setup("us-east-1", "engine-notices", "engine@example.com");
+    std::fs::write(
+        account.dir().join("policies/notify.toml"),
+        format!(
+            "[notifications]\nowner_channel = \"mail\"\nfallback_channel = \"ops\"\nsummary_channels = []\n\n\
+             [notifications.channels.mail]\ntype = \"ses\"\nregion = \"us-east-1\"\nfrom = \"engine@example.com\"\n\n\
+             [notifications.channels.ops]\ntype = \"sns\"\ntopic_arn = \"{topic}\"\n"
+        ),
+    )
+    .expect("notifications");
+    let (code, out) = account.apply_with(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("messages to owners: 2 sent, 0 failed"),
+        "{out}"
+    );
+    let outbox = account.moto.outbox("us-east-1");
+    let ses = outbox["ses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ses.len(), 1, "{outbox}");
+    assert_eq!(ses[0]["source"], "engine@example.com");
+    assert!(
+        ses[0]["destinations"]
+            .to_string()
+            .contains("bob@example.com"),
+        "{outbox}"
+    );
+    assert!(
+        ses[0]["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("of old was deactivated"),
+        "{outbox}"
+    );
+    let sns = outbox["sns"].as_array().cloned().unwrap_or_default();
+    assert_eq!(sns.len(), 1, "{outbox}");
+    assert_eq!(sns[0]["topic"], topic.as_str());
+    assert!(
+        sns[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("of untagged was deactivated"),
+        "{outbox}"
+    );
+    let _ = std::fs::remove_dir_all(account.dir());
+}

@@ -248,6 +248,8 @@ pub struct PolicySet {
     pub accounts: Option<AccountsSettings>,
     /// The `[security_hub]` table: export findings (`None`: no export).
     pub security_hub: Option<SecurityHubSettings>,
+    /// The `[notifications]` table (`None`: messages are shown, not sent).
+    pub notifications: Option<NotificationSettings>,
 }
 
 /// Which accounts a run covers (the top-level `[accounts]` table). Without
@@ -311,6 +313,58 @@ pub struct SecurityHubSettings {
     /// `import_into`: which account's Security Hub.
     pub import_into: ImportInto,
     pub origin: Origin,
+}
+
+/// The `[notifications]` table: where the messages plugins ask to send
+/// (`notify`) and the run summaries go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationSettings {
+    /// IAM user tags naming a user's owner, in order: the first one the user
+    /// has is the recipient (an email address for SES, anything for a
+    /// webhook or SNS).
+    pub owner_tags: Vec<String>,
+    /// The channel messages to a tagged owner go to.
+    pub owner_channel: Option<String>,
+    /// The channel messages about users without an owner tag go to.
+    pub fallback_channel: Option<String>,
+    /// The channels that get one summary per run that did or tried something.
+    pub summary_channels: Vec<String>,
+    pub channels: BTreeMap<String, Channel>,
+    pub origin: Origin,
+}
+
+/// Where a message is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Channel {
+    /// An HTTP POST of a JSON body, signed with HMAC-SHA256 when a secret is set.
+    Webhook {
+        url: String,
+        /// The environment variable holding the HMAC key (never the key itself).
+        secret_env: Option<String>,
+        /// `{"text": ...}` for Slack-compatible incoming webhooks.
+        slack: bool,
+        timeout_ms: u64,
+        attempts: u32,
+    },
+    /// A message published to an SNS topic (region from its ARN).
+    Sns { topic_arn: String },
+    /// An email sent with SES (v2).
+    Ses {
+        region: String,
+        from: String,
+        /// Recipients of messages with no owner address (fallback, summaries).
+        to: Vec<String>,
+    },
+}
+
+impl Channel {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Webhook { .. } => "webhook",
+            Channel::Sns { .. } => "sns",
+            Channel::Ses { .. } => "ses",
+        }
+    }
 }
 
 /// Which account's Security Hub receives the findings.
@@ -645,6 +699,22 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         .security_hub
         .first()
         .and_then(|(_, _, s)| s.clone());
+    if let Some((first_id, first_span, _)) = declared.notifications.first() {
+        for (id, span, _) in declared.notifications.iter().skip(1) {
+            problems.push(
+                Problem::new(
+                    "duplicate-notifications",
+                    "[notifications] is defined more than once",
+                )
+                .at(*id, span.clone(), "defined again here")
+                .at(*first_id, first_span.clone(), "first defined here"),
+            );
+        }
+    }
+    let notifications = declared
+        .notifications
+        .first()
+        .and_then(|(_, _, s)| s.clone());
     if declared.aws_config.is_empty()
         && let Some((p, id, _)) = policies
             .iter()
@@ -727,6 +797,7 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         aws_config,
         accounts,
         security_hub,
+        notifications,
     })
 }
 
@@ -762,6 +833,7 @@ struct Declared {
     accounts: Vec<(usize, Range<usize>, Option<AccountsSettings>)>,
     /// Every `[security_hub]` table, valid or not.
     security_hub: Vec<(usize, Range<usize>, Option<SecurityHubSettings>)>,
+    notifications: Vec<(usize, Range<usize>, Option<NotificationSettings>)>,
 }
 
 struct FileCtx<'a> {
@@ -839,11 +911,16 @@ impl FileCtx<'_> {
                     let settings = self.security_hub(value);
                     declared.security_hub.push((self.id, key.span(), settings));
                 }
+                "notifications" => {
+                    any = true;
+                    let settings = self.notifications(value);
+                    declared.notifications.push((self.id, key.span(), settings));
+                }
                 other => self.err(
                     "unknown-key",
                     format!("unknown top-level key {other:?}"),
                     key.span(),
-                    "expected `policy`, `plugin`, `aws_config`, `accounts` or `security_hub`",
+                    "expected `policy`, `plugin`, `aws_config`, `accounts`, `security_hub` or `notifications`",
                 ),
             }
         }
@@ -1340,6 +1417,252 @@ impl FileCtx<'_> {
                 line: self.line_of(name.span().start),
             },
         })
+    }
+
+    /// The `[notifications]` table.
+    fn notifications(&mut self, v: &Spanned<DeValue<'_>>) -> Option<NotificationSettings> {
+        let table = self.table(v, "notifications")?;
+        let before = self.problems.len();
+        let mut owner_tags = vec!["owner".to_string(), "email".to_string()];
+        let mut owner_channel: Option<(String, Range<usize>)> = None;
+        let mut fallback_channel: Option<(String, Range<usize>)> = None;
+        let mut summary_channels: Option<Vec<(String, Range<usize>)>> = None;
+        let mut channels = BTreeMap::new();
+        for (k, v) in table.iter() {
+            let key = k.get_ref().as_ref();
+            match key {
+                "owner_tags" => {
+                    if let Some(tags) = self.strings(key, v) {
+                        owner_tags = tags.into_iter().map(|(t, _)| t).collect();
+                    }
+                }
+                "owner_channel" => owner_channel = self.string(key, v).map(|s| (s, v.span())),
+                "fallback_channel" => fallback_channel = self.string(key, v).map(|s| (s, v.span())),
+                "summary_channels" => summary_channels = self.strings(key, v),
+                "channels" => {
+                    if let Some(t) = self.table(v, "notifications.channels") {
+                        for (name, body) in t.iter() {
+                            if let Some(c) = self.channel(name.get_ref().as_ref(), body) {
+                                channels.insert(name.get_ref().to_string(), c);
+                            }
+                        }
+                    }
+                }
+                other => {
+                    let hint = closest(other, NOTIFICATION_KEYS);
+                    self.problems.push(
+                        Problem::new(
+                            "unknown-key",
+                            format!("unknown key {other:?} in [notifications]"),
+                        )
+                        .at(self.id, k.span(), "unknown key")
+                        .note(match hint {
+                            Some(h) => format!("did you mean `{h}`?"),
+                            None => format!("valid keys: {}", NOTIFICATION_KEYS.join(", ")),
+                        }),
+                    );
+                }
+            }
+        }
+        let summary_channels = summary_channels.unwrap_or_else(|| {
+            fallback_channel
+                .iter()
+                .map(|(c, s)| (c.clone(), s.clone()))
+                .collect()
+        });
+        for (name, span) in owner_channel
+            .iter()
+            .chain(fallback_channel.iter())
+            .chain(summary_channels.iter())
+        {
+            if !channels.contains_key(name) {
+                self.err(
+                    "unknown-channel",
+                    format!("there is no channel {name:?} in [notifications.channels]"),
+                    span.clone(),
+                    "not a declared channel",
+                );
+            }
+        }
+        if owner_channel.is_none() && fallback_channel.is_none() && self.problems.len() == before {
+            self.err(
+                "missing-key",
+                "[notifications] sends nowhere: it has neither `owner_channel` nor `fallback_channel`",
+                v.span(),
+                "add owner_channel = \"NAME\" and/or fallback_channel = \"NAME\"",
+            );
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(NotificationSettings {
+            owner_tags,
+            owner_channel: owner_channel.map(|(c, _)| c),
+            fallback_channel: fallback_channel.map(|(c, _)| c),
+            summary_channels: summary_channels.into_iter().map(|(c, _)| c).collect(),
+            channels,
+            origin: Origin {
+                file: self.path.to_path_buf(),
+                line: self.line_of(v.span().start),
+            },
+        })
+    }
+
+    /// One `[notifications.channels.NAME]` table.
+    fn channel(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Channel> {
+        let table = self.table(v, &format!("notifications.channels.{name}"))?;
+        let before = self.problems.len();
+        let mut kind: Option<(String, Range<usize>)> = None;
+        let mut text: BTreeMap<&str, (String, Range<usize>)> = BTreeMap::new();
+        let mut to = Vec::new();
+        let (mut timeout_ms, mut attempts) = (5000u64, 3u32);
+        for (k, v) in table.iter() {
+            let key = k.get_ref().as_ref();
+            match key {
+                "type" => kind = self.string(key, v).map(|s| (s, v.span())),
+                "url" | "secret_env" | "format" | "topic_arn" | "region" | "from" => {
+                    if let Some(s) = self.string(key, v) {
+                        let key: &'static str = CHANNEL_KEYS
+                            .iter()
+                            .find(|c| **c == key)
+                            .copied()
+                            .unwrap_or("url");
+                        text.insert(key, (s, v.span()));
+                    }
+                }
+                "to" => {
+                    if let Some(list) = self.strings(key, v) {
+                        to = list.into_iter().map(|(s, _)| s).collect();
+                    }
+                }
+                "timeout_ms" => {
+                    if let Some(n) = self.integer(key, v, 100..60_001) {
+                        timeout_ms = n as u64;
+                    }
+                }
+                "attempts" => {
+                    if let Some(n) = self.integer(key, v, 1..11) {
+                        attempts = n as u32;
+                    }
+                }
+                other => {
+                    let hint = closest(other, CHANNEL_KEYS);
+                    self.problems.push(
+                        Problem::new(
+                            "unknown-key",
+                            format!("unknown key {other:?} in channel {name:?}"),
+                        )
+                        .at(self.id, k.span(), "unknown key")
+                        .note(match hint {
+                            Some(h) => format!("did you mean `{h}`?"),
+                            None => format!("valid keys: {}", CHANNEL_KEYS.join(", ")),
+                        }),
+                    );
+                }
+            }
+        }
+        let mut need = |this: &mut FileCtx<'_>, key: &str, what: &str| -> Option<String> {
+            match text.remove(key) {
+                Some((s, _)) => Some(s),
+                None => {
+                    this.err(
+                        "missing-key",
+                        format!("channel {name:?} has no `{key}`"),
+                        v.span(),
+                        what,
+                    );
+                    None
+                }
+            }
+        };
+        let channel = match kind.as_ref().map(|(k, s)| (k.as_str(), s.clone())) {
+            Some(("webhook", _)) => {
+                let url = need(self, "url", "add url = \"https://...\"");
+                if let Some(u) = &url
+                    && !webhook_url_ok(u)
+                {
+                    self.err(
+                        "invalid-value",
+                        format!("webhook url {u:?} must be https:// (or http:// to localhost)"),
+                        v.span(),
+                        "not an https URL",
+                    );
+                }
+                let format = text.remove("format");
+                let slack = match format.as_ref().map(|(f, span)| (f.as_str(), span.clone())) {
+                    None | Some(("json", _)) => false,
+                    Some(("slack", _)) => true,
+                    Some((other, span)) => {
+                        self.err(
+                            "invalid-value",
+                            format!("webhook format {other:?} is not known"),
+                            span,
+                            "expected \"json\" or \"slack\"",
+                        );
+                        false
+                    }
+                };
+                url.map(|url| Channel::Webhook {
+                    url,
+                    secret_env: text.remove("secret_env").map(|(s, _)| s),
+                    slack,
+                    timeout_ms,
+                    attempts,
+                })
+            }
+            Some(("sns", _)) => {
+                let arn = need(
+                    self,
+                    "topic_arn",
+                    "add topic_arn = \"arn:aws:sns:REGION:ACCOUNT:NAME\"",
+                );
+                if let Some(a) = &arn
+                    && sns_region(a).is_none()
+                {
+                    self.err(
+                        "invalid-value",
+                        format!("{a:?} is not an SNS topic ARN"),
+                        v.span(),
+                        "expected arn:aws:sns:REGION:ACCOUNT:NAME",
+                    );
+                }
+                arn.map(|topic_arn| Channel::Sns { topic_arn })
+            }
+            Some(("ses", _)) => {
+                let region = need(self, "region", "add region = \"eu-west-1\"");
+                let from = need(
+                    self,
+                    "from",
+                    "add from = \"engine@example.com\" (a verified SES identity)",
+                );
+                match (region, from) {
+                    (Some(region), Some(from)) => Some(Channel::Ses { region, from, to }),
+                    _ => None,
+                }
+            }
+            Some((other, span)) => {
+                self.err(
+                    "invalid-value",
+                    format!("channel type {other:?} is not known"),
+                    span,
+                    "expected \"webhook\", \"sns\" or \"ses\"",
+                );
+                None
+            }
+            None => {
+                self.err(
+                    "missing-key",
+                    format!("channel {name:?} has no `type`"),
+                    v.span(),
+                    "add type = \"webhook\", \"sns\" or \"ses\"",
+                );
+                None
+            }
+        };
+        if self.problems.len() != before {
+            return None;
+        }
+        channel
     }
 
     /// The `[security_hub]` table.
@@ -1882,6 +2205,52 @@ const POLICY_KEYS: &[&str] = &[
 ];
 
 const AWS_CONFIG_KEYS: &[&str] = &["region", "events_queue"];
+const NOTIFICATION_KEYS: &[&str] = &[
+    "owner_tags",
+    "owner_channel",
+    "fallback_channel",
+    "summary_channels",
+    "channels",
+];
+const CHANNEL_KEYS: &[&str] = &[
+    "type",
+    "url",
+    "secret_env",
+    "format",
+    "timeout_ms",
+    "attempts",
+    "topic_arn",
+    "region",
+    "from",
+    "to",
+];
+
+/// A webhook URL the engine posts to: https, or http to this machine.
+pub fn webhook_url_ok(url: &str) -> bool {
+    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+    url.starts_with("https://") && url.len() > "https://".len()
+        || local.iter().any(|l| {
+            url.strip_prefix(l).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
+            })
+        })
+}
+
+/// The region of an SNS topic ARN (`arn:aws:sns:REGION:ACCOUNT:NAME`).
+pub fn sns_region(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "sns", region, account, name]
+            if !partition.is_empty()
+                && valid_region(region)
+                && valid_account_id(account)
+                && !name.is_empty() =>
+        {
+            Some(region)
+        }
+        _ => None,
+    }
+}
 const SECURITY_HUB_KEYS: &[&str] = &["region", "import_into"];
 const ACCOUNTS_KEYS: &[&str] = &[
     "ids",

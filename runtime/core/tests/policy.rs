@@ -298,3 +298,85 @@ fn a_plugin_table_may_raise_its_load_bounds_up_to_the_ceiling() {
         err.render_plain()
     );
 }
+
+#[test]
+fn notifications_declare_channels_and_where_messages_go() {
+    let text = r#"
+[policy.p]
+rule = "cis-1.4"
+
+[notifications]
+owner_tags = ["owner", "email"]
+owner_channel = "owners"
+fallback_channel = "security"
+
+[notifications.channels.owners]
+type = "webhook"
+url = "https://hooks.example.com/engine"
+secret_env = "ENGINE_WEBHOOK_SECRET"
+attempts = 5
+
+[notifications.channels.security]
+type = "sns"
+topic_arn = "arn:aws:sns:eu-west-1:111111111111:engine"
+
+[notifications.channels.mail]
+type = "ses"
+region = "eu-west-1"
+from = "engine@example.com"
+to = ["security@example.com"]
+"#;
+    let set = policy::validate(vec![file("n.toml", text)])
+        .unwrap_or_else(|e| panic!("{}", e.render_plain()));
+    let n = set.notifications.expect("notifications");
+    assert_eq!(n.owner_tags, vec!["owner", "email"]);
+    assert_eq!(n.owner_channel.as_deref(), Some("owners"));
+    // The summary goes to the fallback channel unless said otherwise.
+    assert_eq!(n.summary_channels, vec!["security"]);
+    assert_eq!(
+        n.channels["owners"],
+        policy::Channel::Webhook {
+            url: "https://hooks.example.com/engine".into(),
+            secret_env: Some("ENGINE_WEBHOOK_SECRET".into()),
+            slack: false,
+            timeout_ms: 5000,
+            attempts: 5
+        }
+    );
+    assert_eq!(n.channels["security"].kind(), "sns");
+    assert_eq!(n.channels["mail"].kind(), "ses");
+}
+
+#[test]
+fn a_bad_notifications_table_names_every_problem() {
+    let text = r#"
+[policy.p]
+rule = "cis-1.4"
+
+[notifications]
+owner_channel = "nowhere"
+colour = "blue"
+
+[notifications.channels.plain]
+type = "webhook"
+url = "http://hooks.example.com/engine"
+
+[notifications.channels.topic]
+type = "sns"
+topic_arn = "not-an-arn"
+
+[notifications.channels.pigeon]
+type = "carrier"
+"#;
+    let err = policy::validate(vec![file("n.toml", text)]).unwrap_err();
+    let all = err.render_plain();
+    for want in [
+        "unknown key \"colour\" in [notifications]",
+        "there is no channel \"nowhere\"",
+        "must be https://",
+        "\"not-an-arn\" is not an SNS topic ARN",
+        "channel type \"carrier\" is not known",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+}

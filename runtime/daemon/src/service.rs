@@ -1090,6 +1090,10 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
             }
         }
     }
+    // Owners' messages, sent with the engine's own credentials.
+    let notifier = base
+        .as_ref()
+        .and_then(|(aws, _)| engine_run::notices::notifier(&ctx.config.set, aws));
     let applied = engine_run::accounts::execute_all(
         &work,
         &engine_run::accounts::ExecuteAccounts {
@@ -1101,6 +1105,7 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
             accounts_at_once: usize::from(ctx.account.account_concurrency),
             per_account: usize::from(ctx.account.concurrency),
             cancel: ctx.stop.clone(),
+            notifier: notifier.as_ref(),
         },
     )
     .await;

@@ -41,7 +41,7 @@ pub const FILE: &str = "journal.sqlite3";
 /// The schema version this engine writes (`PRAGMA user_version`).
 /// 0: the first schema, without a version; 1: runs record their owner;
 /// 2: `applied_plans`, the saved plans already applied (each applies once).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a connection waits for another process's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,6 +123,24 @@ impl Outcome {
             Outcome::Unknown => "unknown",
         }
     }
+}
+
+/// One message to an owner, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NoticeRecord {
+    pub account: Option<String>,
+    pub policy: String,
+    pub user: String,
+    pub credential: String,
+    /// What it is about: the key id, or `password@USER_CREATED`.
+    pub subject: String,
+    /// `upcoming`, `due`, `deactivated`, `done:KIND` or `failed:KIND`.
+    pub stage: String,
+    pub channel: String,
+    pub recipient: Option<String>,
+    /// `sending`, `sent`, `failed` (or `unknown`).
+    pub status: String,
+    pub attempts: u32,
 }
 
 /// An access key the engine deactivated and has not deleted since.
@@ -270,6 +288,27 @@ ALTER TABLE runs ADD COLUMN account TEXT;
 ALTER TABLE findings ADD COLUMN account TEXT;
 ALTER TABLE actions ADD COLUMN account TEXT;
 CREATE INDEX IF NOT EXISTS runs_account ON runs(account);
+",
+    // 3 -> 4: the messages sent to owners, once per credential and stage.
+    "
+CREATE TABLE IF NOT EXISTS notices (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES runs(id),
+    account     TEXT,
+    policy      TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    credential  TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    stage       TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    recipient   TEXT,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    detail      TEXT,
+    created_at  TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS notices_subject ON notices(subject, stage, policy);
 ",
 ];
 
@@ -656,6 +695,9 @@ impl Journal {
             let mut plans = tx
                 .prepare("DELETE FROM applied_plans WHERE run_id = ?1")
                 .map_err(wrap)?;
+            let mut notices = tx
+                .prepare("DELETE FROM notices WHERE run_id = ?1")
+                .map_err(wrap)?;
             let mut runs = tx.prepare("DELETE FROM runs WHERE id = ?1").map_err(wrap)?;
             for (id, finished) in old {
                 if !finished {
@@ -665,6 +707,7 @@ impl Journal {
                 stats.findings += findings.execute(params![id]).map_err(wrap)? as u64;
                 stats.actions += actions.execute(params![id]).map_err(wrap)? as u64;
                 plans.execute(params![id]).map_err(wrap)?;
+                notices.execute(params![id]).map_err(wrap)?;
                 stats.runs += runs.execute(params![id]).map_err(wrap)? as u64;
             }
         }
@@ -689,6 +732,96 @@ impl Journal {
             ),
         })
         .map(|runs| runs.into_iter().map(|(run, _)| run).collect())
+    }
+
+    /// Whether the message of `stage` about `subject` (a key id, or a
+    /// password's identity) under `policy` in `account` was sent, or may have
+    /// been (its sending was cut off): then it is not sent again. A message
+    /// that failed may be sent again.
+    pub fn notice_sent(
+        &self,
+        account: Option<&str>,
+        policy: &str,
+        subject: &str,
+        stage: &str,
+    ) -> Result<bool> {
+        self.sql(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM notices
+                 WHERE subject = ?1 AND stage = ?2 AND policy = ?3
+                   AND account IS ?4 AND status IN ('sending', 'sent', 'unknown'))",
+                params![subject, stage, policy, account],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Record that a message is about to be sent (status `sending`).
+    /// Durable when this returns: a crash before [`Journal::notice_result`]
+    /// leaves it `sending`, which counts as sent (never sent twice).
+    pub fn notice_intent(&self, run: i64, n: &NoticeRecord) -> Result<i64> {
+        self.sql(|c| {
+            c.execute(
+                "INSERT INTO notices (run_id, account, policy, user, credential, subject, stage, channel, recipient, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'sending', ?10)",
+                params![
+                    run,
+                    n.account,
+                    n.policy,
+                    n.user,
+                    n.credential,
+                    n.subject,
+                    n.stage,
+                    n.channel,
+                    n.recipient,
+                    now()
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Record how sending a message went.
+    pub fn notice_result(
+        &self,
+        notice: i64,
+        sent: bool,
+        attempts: u32,
+        detail: &str,
+    ) -> Result<()> {
+        self.sql(|c| {
+            c.execute(
+                "UPDATE notices SET status = ?1, attempts = ?2, detail = ?3, finished_at = ?4 WHERE id = ?5",
+                params![if sent { "sent" } else { "failed" }, attempts, detail, now(), notice],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The messages recorded under `run`, in order: (stage, subject, channel,
+    /// recipient, status, attempts).
+    pub fn notices_of(&self, run: i64) -> Result<Vec<NoticeRecord>> {
+        self.sql(|c| {
+            let mut stmt = c.prepare(
+                "SELECT account, policy, user, credential, subject, stage, channel, recipient, status, attempts
+                 FROM notices WHERE run_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![run], |r| {
+                Ok(NoticeRecord {
+                    account: r.get(0)?,
+                    policy: r.get(1)?,
+                    user: r.get(2)?,
+                    credential: r.get(3)?,
+                    subject: r.get(4)?,
+                    stage: r.get(5)?,
+                    channel: r.get(6)?,
+                    recipient: r.get(7)?,
+                    status: r.get(8)?,
+                    attempts: r.get(9)?,
+                })
+            })?;
+            rows.collect()
+        })
     }
 
     /// The access keys the engine deactivated (a `deactivate-access-key`

@@ -130,6 +130,8 @@ pub struct ExecuteAccounts<'a> {
     /// Writes in flight at once, per account (IAM's limits are per account).
     pub per_account: usize,
     pub cancel: tokio_util::sync::CancellationToken,
+    /// Where owners' messages go (`[notifications]`), from the engine's own account.
+    pub notifier: Option<&'a engine_notify::Notifier>,
 }
 
 /// Carry out each account's plan as [`crate::execute::apply`] does for one:
@@ -180,6 +182,7 @@ async fn apply_one(
         own: w.own,
         concurrency: how.per_account,
         cancel: how.cancel.clone(),
+        notifier: how.notifier,
     };
     let result = match crate::open_journal(how.state, how.retention) {
         Ok(journal) => {

@@ -162,6 +162,7 @@ pub fn subset(set: &PolicySet, names: &[String]) -> PolicySet {
         aws_config: set.aws_config.clone(),
         accounts: set.accounts.clone(),
         security_hub: set.security_hub.clone(),
+        notifications: set.notifications.clone(),
     }
 }
 
@@ -266,11 +267,14 @@ async fn run(
         run: None,
         error: format!("cannot open the journal, nothing was done: {e}"),
     })?;
+    // Owners' messages (`[notifications]`), with the engine's own credentials.
+    let notifier = crate::notices::notifier(ctx.set, &account.aws);
     let exec = Execution {
         aws: &account.aws,
         own: &account.own,
         concurrency: usize::from(ctx.account.concurrency),
         cancel: ctx.cancel.clone(),
+        notifier: notifier.as_ref(),
     };
     let applied = execute::apply(journal, COMMAND, &target, &out.doc, &out.plan, None, &exec)
         .await

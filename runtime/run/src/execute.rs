@@ -44,6 +44,9 @@ pub struct Execution<'a> {
     pub concurrency: usize,
     /// Cancelled: start nothing new.
     pub cancel: CancellationToken,
+    /// Where owners' messages and the run's summary go (`[notifications]`;
+    /// `None`: they are not sent).
+    pub notifier: Option<&'a engine_notify::Notifier>,
 }
 
 /// A journaled run: its id, each action's result and the run's status.
@@ -52,6 +55,8 @@ pub struct Applied {
     pub run: i64,
     pub journal: PathBuf,
     pub results: Vec<ActionResult>,
+    /// How the owners' messages and the summary went.
+    pub notices: crate::notices::Sent,
     pub status: RunStatus,
 }
 
@@ -121,6 +126,14 @@ pub async fn apply(
     for r in &mut results {
         r.account.clone_from(&doc.source.account);
     }
+    // Messages after the actions: they never change what was done.
+    let notices = match exec.notifier {
+        Some(notifier) if !exec.cancel.is_cancelled() => {
+            let wanted = crate::notices::notices(doc, &results);
+            crate::notices::send(&wanted, &results, doc, notifier, exec.aws, &journal, run).await
+        }
+        _ => crate::notices::Sent::default(),
+    };
     let failed = results.iter().filter(|r| r.outcome == "failed").count();
     let stopped = results.iter().any(|r| r.detail == STOPPING);
     let status = if failed > 0 || policy_failed || stopped {
@@ -134,6 +147,7 @@ pub async fn apply(
         "stopped": stopped,
         "report_generated_at": doc.source.report_generated_at,
         "plan": doc.summary,
+        "notices": notices,
     });
     if let Err(e) = lock(&journal).finish_run(run, status, &summary.to_string()) {
         tracing::warn!("journal: {e}");
@@ -143,6 +157,7 @@ pub async fn apply(
         journal: path,
         results,
         status,
+        notices,
     })
 }
 

@@ -19,6 +19,7 @@ pub mod document;
 pub mod event;
 pub mod execute;
 pub mod live;
+pub mod notices;
 pub mod pipeline;
 pub mod plugins;
 pub mod prepare;

@@ -14,6 +14,7 @@
 
 pub mod measure;
 pub mod report;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -45,6 +46,9 @@ pub struct SeedUser {
     pub created: DateTime<Utc>,
     pub password: Option<SeedPassword>,
     pub keys: Vec<SeedKey>,
+    /// The user's IAM tags.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A console password.
@@ -95,7 +99,14 @@ impl SeedUser {
             created,
             password: None,
             keys: Vec::new(),
+            tags: Default::default(),
         }
+    }
+
+    /// With the IAM tag `key` = `value`.
+    pub fn tag(mut self, key: &str, value: &str) -> SeedUser {
+        self.tags.insert(key.to_string(), value.to_string());
+        self
     }
 
     pub fn path(mut self, path: &str) -> SeedUser {
@@ -626,6 +637,22 @@ impl Moto {
     /// Change the account behind the engine's back.
     pub fn mutate(&self, ops: &[Mutation]) {
         let _: serde_json::Value = self.post("mutate", &ops);
+    }
+
+    /// An SNS topic named `topic` and a verified SES sender `sender` in
+    /// `region`; the topic's ARN.
+    pub fn outbox_setup(&self, region: &str, topic: &str, sender: &str) -> String {
+        let v: serde_json::Value = self.post(
+            "outbox",
+            &serde_json::json!({"region": region, "sns_topic": topic, "ses_identity": sender}),
+        );
+        v["topic_arn"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// What SNS published and SES sent in `region`:
+    /// `{sns: [{topic, subject, message, attributes}], ses: [{source, destinations, subject, body}]}`.
+    pub fn outbox(&self, region: &str) -> serde_json::Value {
+        self.get(&format!("outbox?region={region}"))
     }
 
     /// [`Moto::mutate`] in another account than moto's default one.
