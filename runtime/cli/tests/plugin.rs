@@ -64,8 +64,8 @@ fn inspect_shows_contract_imports_and_a_snippet_that_a_policy_loads() {
     let sha = sha256(&wasm);
     for want in [
         format!("sha256     {sha}"),
-        "contract   engine:plugin@0.1.0 (supported)".to_string(),
-        "engine:plugin/host@0.1.0".to_string(),
+        "contract   engine:plugin@0.2.0 (supported)".to_string(),
+        "engine:plugin/host@0.2.0".to_string(),
         "wasi:cli/environment@0.2".to_string(),
         "stub: provided as a stub that denies every call".to_string(),
         "bounds     within the defaults".to_string(),
@@ -88,7 +88,7 @@ fn inspect_shows_contract_imports_and_a_snippet_that_a_policy_loads() {
     );
     let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(doc["sha256"], sha.as_str());
-    assert_eq!(doc["contract"]["version"], "0.1.0");
+    assert_eq!(doc["contract"]["version"], "0.2.0");
     assert_eq!(doc["loads"], true);
     assert_eq!(doc["bytes"], std::fs::metadata(&wasm).expect("meta").len());
     let imports = doc["imports"].as_array().expect("imports");
@@ -99,7 +99,7 @@ fn inspect_shows_contract_imports_and_a_snippet_that_a_policy_loads() {
     assert!(
         imports
             .iter()
-            .any(|i| i["name"] == "engine:plugin/host@0.1.0" && i["verdict"] == "provided")
+            .any(|i| i["name"] == "engine:plugin/host@0.2.0" && i["verdict"] == "provided")
     );
 
     // The snippet, pasted into a policy directory as it is, loads.

@@ -234,6 +234,10 @@ fn notifying(receiver: &Receiver, owner_attempts: u32) -> String {
 
 impl Account {
     fn apply_with(&self, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        self.apply_args(env, &[])
+    }
+
+    fn apply_args(&self, env: &[(&str, &str)], extra: &[&str]) -> (Option<i32>, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_engine"));
         cmd.args([
             "apply",
@@ -242,6 +246,7 @@ impl Account {
             "--report-max-age",
             "0s",
         ])
+        .args(extra)
         .current_dir(&self.dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -488,5 +493,53 @@ fn owners_are_emailed_with_ses_and_the_rest_published_to_sns() {
             .contains("of untagged was deactivated"),
         "{outbox}"
     );
+    let _ = std::fs::remove_dir_all(account.dir());
+}
+
+#[test]
+fn a_change_that_fails_sends_the_engines_own_message_instead() {
+    let receiver = Receiver::start();
+    let account = Account::new(
+        &notifying(&receiver, 1),
+        vec![
+            SeedUser::new("old", days_ago(500))
+                .key(days_ago(120), Some(days_ago(1)), true)
+                .tag("owner", "bob@example.com"),
+        ],
+    );
+    let old_key = account.keys("old")[0].0.clone();
+    account.moto.faults(&engine_testkit::Faults {
+        throttle: 1.0,
+        actions: Some(vec!["UpdateAccessKey".to_string()]),
+        ..Default::default()
+    });
+    let (code, out) = account.apply_args(
+        &[("ENGINE_TEST_WEBHOOK_SECRET", SECRET)],
+        &["--max-attempts", "1"],
+    );
+    // The run failed (exit 1), the key is as it was, the owner is told.
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        account.keys("old"),
+        vec![(old_key.clone(), "Active".to_string())]
+    );
+    let owners = receiver.to("/owners");
+    assert_eq!(owners.len(), 1, "{out}");
+    let j = owners[0].json();
+    assert_eq!(j["about"]["stage"], "failed:deactivate-access-key");
+    let text = j["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains(&format!(
+            "tried to deactivate the access key {old_key} of old"
+        )) && text.contains("try again"),
+        "{text}"
+    );
+    // The summary says it failed.
+    assert!(receiver.to("/security").iter().any(|r| {
+        r.json()["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("0 done, 1 failed")
+    }));
     let _ = std::fs::remove_dir_all(account.dir());
 }

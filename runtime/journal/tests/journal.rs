@@ -532,3 +532,78 @@ fn a_concurrent_recovery_does_not_take_a_live_runs_intents() {
     drop((ours, theirs));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_message_is_sent_once_per_stage_even_when_its_sending_was_cut_off() {
+    let dir = temp_dir("notices");
+    let mut j = Journal::open(&dir).unwrap();
+    let run = j.start_run("apply", "policies", &[]).unwrap();
+    let n = |stage: &str| engine_journal::NoticeRecord {
+        account: Some("123456789012".into()),
+        policy: "rotate".into(),
+        user: "alice".into(),
+        credential: "access_key_1".into(),
+        subject: "AKIAALICE".into(),
+        stage: stage.into(),
+        channel: "owners".into(),
+        recipient: Some("alice@example.com".into()),
+        ..Default::default()
+    };
+    let sent = |j: &Journal, stage: &str| {
+        j.notice_sent(Some("123456789012"), "rotate", "AKIAALICE", stage)
+            .unwrap()
+    };
+    assert!(!sent(&j, "upcoming"));
+    // Sent: not again.
+    let id = j.notice_intent(run, &n("upcoming")).unwrap();
+    j.notice_result(id, true, 1, "").unwrap();
+    assert!(sent(&j, "upcoming"));
+    // Failed: a later run may send it.
+    let id = j
+        .notice_intent(run, &n("done:deactivate-access-key"))
+        .unwrap();
+    j.notice_result(id, false, 3, "500").unwrap();
+    assert!(!sent(&j, "done:deactivate-access-key"));
+    // Cut off between recording and knowing (a crash): counts as sent.
+    j.notice_intent(run, &n("done:delete-access-key")).unwrap();
+    assert!(sent(&j, "done:delete-access-key"));
+    // Another account, policy or stage is another message.
+    assert!(
+        !j.notice_sent(None, "rotate", "AKIAALICE", "upcoming")
+            .unwrap()
+    );
+    assert!(
+        !j.notice_sent(Some("123456789012"), "other", "AKIAALICE", "upcoming")
+            .unwrap()
+    );
+    let recorded: Vec<(String, String, u32)> = j
+        .notices_of(run)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.stage, r.status, r.attempts))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![
+            ("upcoming".to_string(), "sent".to_string(), 1),
+            (
+                "done:deactivate-access-key".to_string(),
+                "failed".to_string(),
+                3
+            ),
+            (
+                "done:delete-access-key".to_string(),
+                "sending".to_string(),
+                0
+            ),
+        ]
+    );
+    j.finish_run(run, RunStatus::Ok, "{}").unwrap();
+    // Pruned with its run.
+    let stats = j
+        .prune(chrono::Utc::now() + chrono::Duration::days(1))
+        .unwrap();
+    assert_eq!(stats.runs, 1);
+    assert!(j.notices_of(run).unwrap().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
