@@ -41,9 +41,11 @@ impl Account {
         Account { moto, own_key, dir }
     }
 
-    fn engine(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_engine"))
-            .args(args)
+    /// `engine ARGS` with only the environment that reaches this moto as
+    /// the engine's own user.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_engine"));
+        cmd.args(args)
             .current_dir(&self.dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -53,9 +55,12 @@ impl Account {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run engine")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn engine(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run engine")
     }
 
     fn apply(&self) -> String {
@@ -194,31 +199,8 @@ fn warned_then_deactivated_then_deleted_after_the_grace_period() {
 // ---- messages to owners -------------------------------------------------
 
 use engine_testkit::webhook::{Received, Receiver};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 const SECRET: &str = "webhook-secret-for-tests";
-
-/// Whether a request carries a valid signature of its body under SECRET.
-fn signed(r: &Received) -> bool {
-    let (Some(ts), Some(sig)) = (
-        r.headers.get("x-engine-timestamp"),
-        r.headers.get("x-engine-signature"),
-    ) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(&r.body);
-    let want: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    sig == &format!("sha256={want}")
-}
 
 fn notifying(receiver: &Receiver, owner_attempts: u32) -> String {
     format!(
@@ -238,25 +220,14 @@ impl Account {
     }
 
     fn apply_args(&self, env: &[(&str, &str)], extra: &[&str]) -> (Option<i32>, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_engine"));
-        cmd.args([
+        let mut cmd = self.command(&[
             "apply",
             "policies",
             "--auto-approve",
             "--report-max-age",
             "0s",
-        ])
-        .args(extra)
-        .current_dir(&self.dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", self.moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", &self.own_key)
-        .env("AWS_SECRET_ACCESS_KEY", "x")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
+        ]);
+        cmd.args(extra);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -304,7 +275,7 @@ fn each_owner_gets_each_message_once_signed_and_the_security_channel_a_summary()
     let owners = receiver.to("/owners");
     assert_eq!(owners.len(), 2, "{owners:?}");
     assert!(
-        owners.iter().all(signed),
+        owners.iter().all(|r| r.signed_with(SECRET)),
         "unsigned or badly signed: {owners:?}"
     );
     let about = |r: &Received| {

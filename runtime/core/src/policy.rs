@@ -658,63 +658,32 @@ pub fn validate(files: Vec<PolicyFile>) -> Result<PolicySet, PolicyErrors> {
         }
     }
 
-    // AWS Config: one [aws_config] table, required by any declared rule, and
-    // one policy per Config rule name.
-    if let Some((first_id, first_span, _)) = declared.aws_config.first() {
-        for (id, span, _) in declared.aws_config.iter().skip(1) {
-            problems.push(
-                Problem::new(
-                    "duplicate-aws-config",
-                    "[aws_config] is defined more than once",
-                )
-                .at(*id, span.clone(), "defined again here")
-                .at(*first_id, first_span.clone(), "first defined here"),
-            );
-        }
-    }
-    let aws_config = declared.aws_config.first().and_then(|(_, _, s)| s.clone());
-    if let Some((first_id, first_span, _)) = declared.accounts.first() {
-        for (id, span, _) in declared.accounts.iter().skip(1) {
-            problems.push(
-                Problem::new("duplicate-accounts", "[accounts] is defined more than once")
-                    .at(*id, span.clone(), "defined again here")
-                    .at(*first_id, first_span.clone(), "first defined here"),
-            );
-        }
-    }
-    let accounts = declared.accounts.first().and_then(|(_, _, s)| s.clone());
-    if let Some((first_id, first_span, _)) = declared.security_hub.first() {
-        for (id, span, _) in declared.security_hub.iter().skip(1) {
-            problems.push(
-                Problem::new(
-                    "duplicate-security-hub",
-                    "[security_hub] is defined more than once",
-                )
-                .at(*id, span.clone(), "defined again here")
-                .at(*first_id, first_span.clone(), "first defined here"),
-            );
-        }
-    }
-    let security_hub = declared
-        .security_hub
-        .first()
-        .and_then(|(_, _, s)| s.clone());
-    if let Some((first_id, first_span, _)) = declared.notifications.first() {
-        for (id, span, _) in declared.notifications.iter().skip(1) {
-            problems.push(
-                Problem::new(
-                    "duplicate-notifications",
-                    "[notifications] is defined more than once",
-                )
-                .at(*id, span.clone(), "defined again here")
-                .at(*first_id, first_span.clone(), "first defined here"),
-            );
-        }
-    }
-    let notifications = declared
-        .notifications
-        .first()
-        .and_then(|(_, _, s)| s.clone());
+    // One of each top-level table; the AWS Config table is required by any
+    // declared rule, and one policy per Config rule name (below).
+    let aws_config = only_one(
+        &mut problems,
+        &declared.aws_config,
+        "duplicate-aws-config",
+        "aws_config",
+    );
+    let accounts = only_one(
+        &mut problems,
+        &declared.accounts,
+        "duplicate-accounts",
+        "accounts",
+    );
+    let security_hub = only_one(
+        &mut problems,
+        &declared.security_hub,
+        "duplicate-security-hub",
+        "security_hub",
+    );
+    let notifications = only_one(
+        &mut problems,
+        &declared.notifications,
+        "duplicate-notifications",
+        "notifications",
+    );
     if declared.aws_config.is_empty()
         && let Some((p, id, _)) = policies
             .iter()
@@ -2224,6 +2193,26 @@ const CHANNEL_KEYS: &[&str] = &[
     "from",
     "to",
 ];
+
+/// A top-level table that a directory may define once: the first definition
+/// (its settings, if they are valid), each other one a `code` problem
+/// naming both places.
+fn only_one<T: Clone>(
+    problems: &mut Vec<Problem>,
+    defined: &[(usize, Range<usize>, Option<T>)],
+    code: &'static str,
+    table: &str,
+) -> Option<T> {
+    let (first_id, first_span, first) = defined.first()?;
+    for (id, span, _) in defined.iter().skip(1) {
+        problems.push(
+            Problem::new(code, format!("[{table}] is defined more than once"))
+                .at(*id, span.clone(), "defined again here")
+                .at(*first_id, first_span.clone(), "first defined here"),
+        );
+    }
+    first.clone()
+}
 
 /// A webhook URL the engine posts to: https, or http to this machine.
 pub fn webhook_url_ok(url: &str) -> bool {

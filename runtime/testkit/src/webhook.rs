@@ -115,3 +115,31 @@ impl Receiver {
             .collect()
     }
 }
+
+impl Received {
+    /// Whether it carries a valid `x-engine-signature` of its body under
+    /// `secret`: `sha256=HEX`, the HMAC-SHA256 of `TIMESTAMP.BODY`
+    /// (computed here independently of the engine).
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use hmac::{Hmac, Mac};
+        let (Some(ts), Some(sig)) = (
+            self.headers.get("x-engine-timestamp"),
+            self.headers.get("x-engine-signature"),
+        ) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+            return false;
+        };
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(&self.body);
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        sig == &format!("sha256={want}")
+    }
+}

@@ -4,34 +4,12 @@
 
 use std::time::Duration;
 
-use engine_testkit::webhook::{Received, Receiver};
+use engine_testkit::webhook::Receiver;
 use engine_testkit::{Mutation, SeedUser};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use super::{Account, days_ago, poll_until, runs_total};
 
 const HOOK_SECRET: &str = "daemon-webhook-secret";
-
-fn signed(r: &Received) -> bool {
-    let (Some(ts), Some(sig)) = (
-        r.headers.get("x-engine-timestamp"),
-        r.headers.get("x-engine-signature"),
-    ) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).expect("key");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(&r.body);
-    let want: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    sig == &format!("sha256={want}")
-}
 
 fn stages(receiver: &Receiver) -> Vec<String> {
     receiver
@@ -126,7 +104,10 @@ fn every_two_seconds_each_warning_once_then_deactivated_then_deleted() {
         daemon.log()
     );
     let owners = receiver.to("/owners");
-    assert!(owners.iter().all(signed), "{owners:?}");
+    assert!(
+        owners.iter().all(|r| r.signed_with(HOOK_SECRET)),
+        "{owners:?}"
+    );
     assert!(
         owners
             .iter()
