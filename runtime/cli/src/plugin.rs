@@ -433,10 +433,19 @@ fn name_of(file: &Path, given: Option<&str>) -> String {
     }
 }
 
-fn read_plugin(file: &Path) -> Result<(Vec<u8>, Inspection), String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let found = inspect(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok((bytes, found))
+/// The plugin at `file` inspected, and the name it goes by; an error is
+/// printed and becomes the exit code.
+fn read_plugin(file: &Path, given: Option<&str>) -> Result<(String, Inspection), u8> {
+    let found = std::fs::read(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))
+        .and_then(|bytes| inspect(&bytes).map_err(|e| format!("{}: {e}", file.display())));
+    match found {
+        Ok(found) => Ok((name_of(file, given), found)),
+        Err(e) => {
+            eprintln!("error: {}", t(&e));
+            Err(exit::ERROR)
+        }
+    }
 }
 
 fn verdict(import: &Import) -> (&'static str, String) {
@@ -458,14 +467,10 @@ fn verdict(import: &Import) -> (&'static str, String) {
 }
 
 fn run_inspect(args: &InspectArgs) -> u8 {
-    let (_, found) = match read_plugin(&args.file) {
+    let (name, found) = match read_plugin(&args.file, args.name.as_deref()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {}", t(&e));
-            return exit::ERROR;
-        }
+        Err(code) => return code,
     };
-    let name = name_of(&args.file, args.name.as_deref());
     let source = args.file.display().to_string();
     let snippet = found.snippet(&name, &source);
     let s = &found.stats;
@@ -742,14 +747,10 @@ fn write_answer(
 }
 
 async fn test(args: &TestArgs) -> u8 {
-    let (_, found) = match read_plugin(&args.file) {
+    let (name, found) = match read_plugin(&args.file, args.name.as_deref()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {}", t(&e));
-            return exit::ERROR;
-        }
+        Err(code) => return code,
     };
-    let name = name_of(&args.file, args.name.as_deref());
     let set = match policies(args, &name, &found) {
         Ok(s) => s,
         Err(code) => return code,
