@@ -194,7 +194,9 @@ impl Document {
             let idx: Vec<usize> = (0..self.findings.len())
                 .filter(|&i| *self.findings[i].policy == *entry.name)
                 .collect();
-            let local = |global: usize| idx.iter().position(|&i| i == global);
+            // `idx` is ascending: a finding's place in its policy by binary
+            // search, not a scan per action (a plan can hold a million).
+            let local = |global: usize| idx.binary_search(&global).ok();
             let mut actions = Vec::new();
             for a in self.actions.iter().filter(|a| a.policy == entry.name) {
                 let finding = local(a.finding).ok_or_else(|| {

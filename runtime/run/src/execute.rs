@@ -16,6 +16,7 @@
 //!   starts: those not started are journaled as skipped, and a write already
 //!   sent runs to its answer, which is journaled.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -177,6 +178,54 @@ pub struct ActionResult {
     pub detail: String,
 }
 
+/// The results of a run by the action they are about (policy, user,
+/// credential, action, key id), the first for each: looking up the result of
+/// each of a plan's actions costs a hash, not a scan of every result.
+pub struct ResultsByAction<'a>(
+    HashMap<
+        (
+            &'a str,
+            &'a str,
+            engine_core::Credential,
+            ActionKind,
+            Option<&'a str>,
+        ),
+        &'a ActionResult,
+    >,
+);
+
+impl<'a> ResultsByAction<'a> {
+    pub fn new(results: &'a [ActionResult]) -> Self {
+        let mut map = HashMap::with_capacity(results.len());
+        for r in results {
+            map.entry((
+                r.policy.as_str(),
+                r.user.as_str(),
+                r.credential,
+                r.action,
+                r.key_id.as_deref(),
+            ))
+            .or_insert(r);
+        }
+        ResultsByAction(map)
+    }
+
+    /// The result of the action `action` of `policy` on `user`'s
+    /// `credential` (key `key_id`), if it ran.
+    pub fn get(
+        &self,
+        policy: &str,
+        user: &str,
+        credential: engine_core::Credential,
+        action: ActionKind,
+        key_id: Option<&str>,
+    ) -> Option<&'a ActionResult> {
+        self.0
+            .get(&(policy, user, credential, action, key_id))
+            .copied()
+    }
+}
+
 /// One write the plan asks for, with the finding it is about.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -222,12 +271,19 @@ pub fn targets(plan: &Plan) -> Vec<Target> {
             }
         }
     }
+    // The first delete of each key, by user and credential.
+    let mut deletes: HashMap<(String, engine_core::Credential), usize> = HashMap::new();
+    for (i, d) in out.iter().enumerate() {
+        if d.action.action == ActionKind::DeleteAccessKey {
+            deletes
+                .entry((d.action.user.clone(), d.action.credential))
+                .or_insert(i);
+        }
+    }
     for mut t in fallbacks {
-        t.fallback_for = out.iter().position(|d| {
-            d.action.action == ActionKind::DeleteAccessKey
-                && d.action.user == t.action.user
-                && d.action.credential == t.action.credential
-        });
+        t.fallback_for = deletes
+            .get(&(t.action.user.clone(), t.action.credential))
+            .copied();
         out.push(t);
     }
     out
@@ -279,6 +335,10 @@ async fn execute_all(
         );
     }
     execute_batch(exec, journal, run, targets, &second, &mut results).await;
+    let mut in_second = vec![false; targets.len()];
+    for &i in &second {
+        in_second[i] = true;
+    }
     results
         .into_iter()
         .zip(targets)
@@ -286,7 +346,7 @@ async fn execute_all(
         .filter_map(|(i, (r, t))| match r {
             Some(r) => Some(r),
             // Not needed: the delete that superseded it succeeded.
-            None if t.fallback_for.is_some() && !second.contains(&i) => None,
+            None if t.fallback_for.is_some() && !in_second[i] => None,
             None => Some(result(
                 &t.action,
                 Outcome::Failed,

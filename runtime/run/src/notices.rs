@@ -32,7 +32,7 @@ use engine_journal::{Journal, NoticeRecord};
 use engine_notify::{Message, Notifier};
 
 use crate::document::Document;
-use crate::execute::ActionResult;
+use crate::execute::{ActionResult, ResultsByAction};
 
 /// The notifier of `set`'s `[notifications]`, sending with the credentials
 /// of `aws` (the engine's own account), if the policies declare one.
@@ -85,6 +85,7 @@ pub fn notices(doc: &Document, results: &[ActionResult]) -> Vec<Notice> {
         .filter(|p| p.mode == Mode::Enforce && p.failure.is_none())
         .map(|p| p.name.as_str())
         .collect();
+    let by_action = ResultsByAction::new(results);
     let mut out = Vec::new();
     for a in &doc.actions {
         let Some(message) = &a.notify else { continue };
@@ -108,13 +109,13 @@ pub fn notices(doc: &Document, results: &[ActionResult]) -> Vec<Notice> {
         let (stage, message) = if a.action == ActionKind::None {
             (f.stage.as_str().to_string(), message.clone())
         } else {
-            let result = results.iter().find(|r| {
-                r.policy == a.policy
-                    && r.user == a.user
-                    && r.credential == a.credential
-                    && r.action == a.action
-                    && r.key_id == a.key_id
-            });
+            let result = by_action.get(
+                &a.policy,
+                &a.user,
+                a.credential,
+                a.action,
+                a.key_id.as_deref(),
+            );
             match result.map(|r| (r.outcome, r.detail.as_str())) {
                 Some(("done" | "done-on-retry", _)) => {
                     (format!("done:{}", a.action.as_str()), message.clone())

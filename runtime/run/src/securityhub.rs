@@ -21,7 +21,7 @@ use engine_securityhub::SecurityHub;
 use serde::{Deserialize, Serialize};
 
 use crate::document::Document;
-use crate::execute::ActionResult;
+use crate::execute::{ActionResult, ResultsByAction};
 
 /// The file in the state directory that records what was imported.
 pub const STATE_FILE: &str = "security-hub.json";
@@ -101,14 +101,17 @@ pub struct Exported {
 
 /// What was done about each finding of `doc`, by finding index.
 pub fn taken(doc: &Document, results: &[ActionResult]) -> BTreeMap<usize, Taken> {
+    let by_action = ResultsByAction::new(results);
     let mut out = BTreeMap::new();
     for a in &doc.actions {
-        let done = results.iter().find(|r| {
-            r.policy == a.policy
-                && r.user == a.user
-                && r.credential == a.credential
-                && r.action == a.action
-        });
+        // A result carries its action's key id.
+        let done = by_action.get(
+            &a.policy,
+            &a.user,
+            a.credential,
+            a.action,
+            a.key_id.as_deref(),
+        );
         let (outcome, detail) = match done {
             Some(r) => (r.outcome.to_string(), r.detail.clone()),
             None if a.superseded => ("superseded".to_string(), String::new()),
