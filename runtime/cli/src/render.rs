@@ -179,7 +179,7 @@ pub fn human(
             .filter(|a| a.action == ActionKind::DeleteAccessKey)
         {
             deleting
-                .entry((a.user.as_str(), a.credential))
+                .entry((&*a.user, a.credential))
                 .or_insert(p.policy.as_str());
         }
     }

@@ -80,10 +80,10 @@ pub struct Proposal {
 /// An action the host accepted into the plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedAction {
-    pub policy: String,
+    pub policy: std::sync::Arc<str>,
     pub action: ActionKind,
-    pub user: String,
-    pub arn: String,
+    pub user: std::sync::Arc<str>,
+    pub arn: std::sync::Arc<str>,
     pub credential: Credential,
     pub key_id: Option<String>,
     /// Index of the finding in the policy's findings.
@@ -260,7 +260,8 @@ pub fn check_proposals(
     proposals: &[Proposal],
 ) -> Result<(Vec<PlannedAction>, Vec<Refusal>), PolicyFailure> {
     let mut seen = vec![false; findings.len()];
-    let mut actions = Vec::new();
+    // At most one action per finding: reserved once, not grown.
+    let mut actions = Vec::with_capacity(proposals.len().min(findings.len()));
     let mut refused = Vec::new();
     for (n, p) in proposals.iter().enumerate() {
         let idx = p.finding as usize;
@@ -379,10 +380,15 @@ pub fn check_proposals(
 
 fn planned(policy: &str, f: &Finding, idx: usize, p: &Proposal) -> PlannedAction {
     PlannedAction {
-        policy: policy.to_string(),
+        // Shared with the finding, not copied: a plan can hold a million.
+        policy: if *f.policy == *policy {
+            f.policy.clone()
+        } else {
+            policy.into()
+        },
         action: p.kind,
-        user: f.user.to_string(),
-        arn: f.arn.to_string(),
+        user: f.user.clone(),
+        arn: f.arn.clone(),
         credential: f.credential,
         key_id: f.key_id.clone(),
         finding: idx,
@@ -442,13 +448,13 @@ impl Plan {
             .filter(|p| p.mode == Mode::Enforce)
             .flat_map(|p| &p.actions)
             .filter(|a| a.action == ActionKind::DeleteAccessKey)
-            .map(|a| (a.user.as_str(), a.credential))
+            .map(|a| (&*a.user, a.credential))
             .collect();
         let mut out = std::collections::HashSet::new();
         for (pi, p) in self.policies.iter().enumerate() {
             for (ai, a) in p.actions.iter().enumerate() {
                 if a.action == ActionKind::DeactivateAccessKey
-                    && deleted.contains(&(a.user.as_str(), a.credential))
+                    && deleted.contains(&(&*a.user, a.credential))
                 {
                     out.insert((pi, ai));
                 }

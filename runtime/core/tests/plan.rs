@@ -71,7 +71,7 @@ fn accepted_actions_carry_the_finding() {
     .unwrap();
     assert!(refused.is_empty());
     assert_eq!(actions.len(), 2);
-    assert_eq!(actions[0].user, "alice");
+    assert_eq!(&*actions[0].user, "alice");
     assert_eq!(actions[0].key_id.as_deref(), Some("AKIAALICE"));
     assert_eq!(actions[0].credential, Credential::AccessKey1);
     assert_eq!(actions[1].action, ActionKind::DeleteLoginProfile);
@@ -147,7 +147,7 @@ fn kind_must_be_granted() {
     )
     .unwrap();
     assert_eq!(actions.len(), 1);
-    assert_eq!(actions[0].user, "bob");
+    assert_eq!(&*actions[0].user, "bob");
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].reason, DenyReason::NotGranted);
     assert_eq!(refused[0].user, "alice");

@@ -8,7 +8,7 @@ fn action(user: &str) -> PlannedAction {
         policy: "rotate".into(),
         action: ActionKind::DeleteAccessKey,
         user: user.into(),
-        arn: format!("arn:aws:iam::1:user/{user}"),
+        arn: format!("arn:aws:iam::1:user/{user}").into(),
         credential: Credential::AccessKey1,
         key_id: Some(format!("AKIA{user}")),
         finding: 0,

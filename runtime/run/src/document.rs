@@ -1,6 +1,8 @@
 //! The plan as one document: what `check --format json` prints, `check
 //! --out` saves, `apply` re-reads and the daemon serves on `/v1/plan`.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use engine_core::plan::{FailureKind, Plan, PlannedAction, PolicyPlan, Refusal, Summary};
 use engine_core::{ActionKind, Finding, Mode, PolicyFailure, Rule};
@@ -78,10 +80,11 @@ pub struct ActionEntry {
     /// The account of the credential (a live account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
-    pub policy: String,
+    /// Shared with the plan's action (and its finding), not copied.
+    pub policy: Arc<str>,
     pub action: ActionKind,
-    pub user: String,
-    pub arn: String,
+    pub user: Arc<str>,
+    pub arn: Arc<str>,
     pub credential: engine_core::Credential,
     pub key_id: Option<String>,
     /// Index into the document's `findings`.
@@ -198,7 +201,7 @@ impl Document {
             // search, not a scan per action (a plan can hold a million).
             let local = |global: usize| idx.binary_search(&global).ok();
             let mut actions = Vec::new();
-            for a in self.actions.iter().filter(|a| a.policy == entry.name) {
+            for a in self.actions.iter().filter(|a| *a.policy == *entry.name) {
                 let finding = local(a.finding).ok_or_else(|| {
                     format!(
                         "action on {} {} names finding {} of another policy",

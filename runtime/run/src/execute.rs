@@ -272,7 +272,7 @@ pub fn targets(plan: &Plan) -> Vec<Target> {
         }
     }
     // The first delete of each key, by user and credential.
-    let mut deletes: HashMap<(String, engine_core::Credential), usize> = HashMap::new();
+    let mut deletes: HashMap<(Arc<str>, engine_core::Credential), usize> = HashMap::new();
     for (i, d) in out.iter().enumerate() {
         if d.action.action == ActionKind::DeleteAccessKey {
             deletes
@@ -292,9 +292,9 @@ pub fn targets(plan: &Plan) -> Vec<Target> {
 fn result(a: &PlannedAction, outcome: Outcome, detail: String) -> ActionResult {
     ActionResult {
         account: None,
-        policy: a.policy.clone(),
+        policy: a.policy.to_string(),
         action: a.action,
-        user: a.user.clone(),
+        user: a.user.to_string(),
         credential: a.credential,
         key_id: a.key_id.clone(),
         outcome: outcome.as_str(),

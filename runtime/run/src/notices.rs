@@ -89,7 +89,7 @@ pub fn notices(doc: &Document, results: &[ActionResult]) -> Vec<Notice> {
     let mut out = Vec::new();
     for a in &doc.actions {
         let Some(message) = &a.notify else { continue };
-        if !enforcing.contains(&a.policy.as_str()) || a.superseded {
+        if !enforcing.contains(&&*a.policy) || a.superseded {
             continue;
         }
         let Some(f) = doc.findings.get(a.finding) else {
@@ -138,8 +138,8 @@ pub fn notices(doc: &Document, results: &[ActionResult]) -> Vec<Notice> {
         };
         out.push(Notice {
             account: a.account.clone().or_else(|| doc.source.account.clone()),
-            policy: a.policy.clone(),
-            user: a.user.clone(),
+            policy: a.policy.to_string(),
+            user: a.user.to_string(),
             credential: a.credential,
             subject,
             stage,

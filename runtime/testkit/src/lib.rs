@@ -896,7 +896,7 @@ pub fn crashed_run(state: &std::path::Path, user: &str, key_id: &str) -> i64 {
         policy: "rotate".into(),
         action: engine_core::ActionKind::DeleteAccessKey,
         user: user.into(),
-        arn: format!("arn:aws:iam::{ACCOUNT_ID}:user/{user}"),
+        arn: format!("arn:aws:iam::{ACCOUNT_ID}:user/{user}").into(),
         credential: engine_core::Credential::AccessKey1,
         key_id: Some(key_id.into()),
         finding: 0,

@@ -198,7 +198,7 @@ fn delete_expired_keys_deletes_remediable_keys_and_explains_the_rest() {
     let users: Vec<_> = actions
         .iter()
         .filter(|a| a.action.mutates())
-        .map(|a| a.user.as_str())
+        .map(|a| &*a.user)
         .collect();
     assert_eq!(users, ["alice", "dave"]);
 }
@@ -611,7 +611,7 @@ fn actions_on_exempt_and_root_are_refused() {
         &d.proposals,
     )
     .unwrap();
-    let acted: Vec<_> = actions.iter().map(|a| a.user.as_str()).collect();
+    let acted: Vec<_> = actions.iter().map(|a| &*a.user).collect();
     assert_eq!(acted, ["alice", "dave"]);
     let reasons: Vec<_> = refused
         .iter()
