@@ -210,18 +210,17 @@ impl<'a> ResultsByAction<'a> {
         ResultsByAction(map)
     }
 
-    /// The result of the action `action` of `policy` on `user`'s
-    /// `credential` (key `key_id`), if it ran.
-    pub fn get(
-        &self,
-        policy: &str,
-        user: &str,
-        credential: engine_core::Credential,
-        action: ActionKind,
-        key_id: Option<&str>,
-    ) -> Option<&'a ActionResult> {
+    /// The result of the plan's action `a` (matched by policy, user,
+    /// credential, kind and key id), if it ran.
+    pub fn get(&self, a: &crate::document::ActionEntry) -> Option<&'a ActionResult> {
         self.0
-            .get(&(policy, user, credential, action, key_id))
+            .get(&(
+                &*a.policy,
+                &*a.user,
+                a.credential,
+                a.action,
+                a.key_id.as_deref(),
+            ))
             .copied()
     }
 }

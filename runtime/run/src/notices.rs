@@ -109,13 +109,7 @@ pub fn notices(doc: &Document, results: &[ActionResult]) -> Vec<Notice> {
         let (stage, message) = if a.action == ActionKind::None {
             (f.stage.as_str().to_string(), message.clone())
         } else {
-            let result = by_action.get(
-                &a.policy,
-                &a.user,
-                a.credential,
-                a.action,
-                a.key_id.as_deref(),
-            );
+            let result = by_action.get(a);
             match result.map(|r| (r.outcome, r.detail.as_str())) {
                 Some(("done" | "done-on-retry", _)) => {
                     (format!("done:{}", a.action.as_str()), message.clone())

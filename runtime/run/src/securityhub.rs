@@ -105,13 +105,7 @@ pub fn taken(doc: &Document, results: &[ActionResult]) -> BTreeMap<usize, Taken>
     let mut out = BTreeMap::new();
     for a in &doc.actions {
         // A result carries its action's key id.
-        let done = by_action.get(
-            &a.policy,
-            &a.user,
-            a.credential,
-            a.action,
-            a.key_id.as_deref(),
-        );
+        let done = by_action.get(a);
         let (outcome, detail) = match done {
             Some(r) => (r.outcome.to_string(), r.detail.clone()),
             None if a.superseded => ("superseded".to_string(), String::new()),
