@@ -80,30 +80,24 @@ while alive:
         continue
     alive.add(tid)
     sig = os.WSTOPSIG(status)
-    deliver = 0
+    # Stops of our own (breakpoints, ptrace events, a new thread's SIGSTOP)
+    # are swallowed; any other signal goes on to the process.
+    deliver = 0 if sig in (signal.SIGTRAP, signal.SIGSTOP) else sig
     if sig == signal.SIGTRAP and (status >> 16) == 0:
-        rip = libc.ptrace(PTRACE_PEEKUSER, tid, ctypes.c_void_p(RIP), None) & (2**64 - 1)
-        addr = rip - 1
+        addr = (libc.ptrace(PTRACE_PEEKUSER, tid, ctypes.c_void_p(RIP), None) & (2**64 - 1)) - 1
         if addr in orig:
-            b = orig.pop(addr)
-            os.pwrite(mem, b, addr)
+            os.pwrite(mem, orig.pop(addr), addr)
             name = funcs[addr - base]
             # Local symbols of one name at several addresses are one line.
             if name not in written:
                 written.add(name)
                 out.write(name + "\n")
+        elif (addr - base) not in funcs or os.pread(mem, 1, addr) == b"\xcc":
+            deliver = sig  # not one of ours: a real SIGTRAP
+        # Ours (first hit, or another thread's hit of a breakpoint already
+        # restored): rewind to run the original instruction.
+        if deliver == 0:
             libc.ptrace(PTRACE_POKEUSER, tid, ctypes.c_void_p(RIP), ctypes.c_void_p(addr))
-        else:
-            # Another thread hit the same breakpoint before it was restored:
-            # rewind it to run the original instruction.
-            if os.pread(mem, 1, addr) != b"\xcc" and (addr - base) in funcs:
-                libc.ptrace(PTRACE_POKEUSER, tid, ctypes.c_void_p(RIP), ctypes.c_void_p(addr))
-            else:
-                deliver = sig
-    elif sig == signal.SIGTRAP or sig == signal.SIGSTOP:
-        deliver = 0
-    else:
-        deliver = sig
     libc.ptrace(PTRACE_CONT, tid, None, ctypes.c_void_p(deliver))
 out.close()
 print(f"trace-functions: {len(funcs) - len(orig)} functions run", file=sys.stderr)
