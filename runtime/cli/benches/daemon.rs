@@ -145,7 +145,7 @@ fn idle(base: &Path) {
         "{:<34} {:>9.1} MB {:>10}",
         "RSS (VmRSS) after idling",
         mb(after.rss_kb),
-        "< 30 MB"
+        "< 20 MB"
     );
     println!(
         "{:<34} {:>9.1} MB {:>10}",
