@@ -286,6 +286,80 @@ fn plugin_test_shows_what_the_host_accepts_and_refuses() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A plugin of contract 0.1.0 has no stages: under a policy that warns
+/// ahead, it is given only the due findings, and its answer's indices (into
+/// what it was given) are mapped back to the right findings of the plan.
+#[test]
+fn a_plugin_of_the_first_contract_is_given_only_due_findings() {
+    let dir = scratch("contract-0-1");
+    let wasm = built("testdata_contract_0_1");
+    let wasm = wasm.to_str().expect("path");
+    let out = engine(&["plugin", "inspect", wasm, "--format", "json"], &dir);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["contract"]["version"], "0.1.0", "{doc}");
+    std::fs::write(
+        dir.join("warned.toml"),
+        "[policy.rotate]\nrule = \"cis-1.4\"\nwarn_before_days = 7\n",
+    )
+    .expect("policy");
+    let out = engine(
+        &[
+            "plugin",
+            "test",
+            wasm,
+            "--report",
+            &report(),
+            "--policy",
+            "warned.toml",
+            "--now",
+            "2026-11-28T00:00:00Z",
+            "--format",
+            "json",
+        ],
+        &dir,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).expect("json");
+    let findings = doc["findings"].as_array().expect("findings");
+    let stage = |i: usize| findings[i]["stage"].as_str().unwrap_or("");
+    let due: Vec<usize> = (0..findings.len()).filter(|&i| stage(i) == "due").collect();
+    let upcoming = (0..findings.len())
+        .filter(|&i| stage(i) == "upcoming")
+        .count();
+    assert!(due.len() >= 2 && upcoming >= 2, "{doc}");
+    assert_eq!(due.len() + upcoming, findings.len(), "{doc}");
+    // Everything it answered, accepted or refused: one per due finding.
+    // An accepted action keeps the plugin's reason, which names the very
+    // finding its index points to (a refused one carries the host's reason).
+    let mut indices = Vec::new();
+    for (key, accepted) in [("actions", true), ("refused", false)] {
+        for a in doc[key].as_array().into_iter().flatten() {
+            let i = a["finding"].as_u64().expect("index") as usize;
+            if accepted {
+                let f = &findings[i];
+                // The plan writes access_key_1, the contract access-key-1.
+                let said = format!(
+                    "given {} {}",
+                    f["user"].as_str().unwrap_or(""),
+                    f["credential"].as_str().unwrap_or("").replace('_', "-")
+                );
+                assert_eq!(a["reason"].as_str(), Some(said.as_str()), "{a}");
+            }
+            indices.push(i);
+        }
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, due, "{doc}");
+    assert!(
+        doc["actions"].as_array().is_some_and(
+            |a| !a.is_empty() && a.iter().all(|a| a["action"] == "deactivate-access-key")
+        ),
+        "{doc}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn new_refuses_bad_names_used_directories_and_misplaced_options() {
     let dir = scratch("new-errors");
