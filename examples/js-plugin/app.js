@@ -1,4 +1,4 @@
-// The component's glue: the export `decide` of engine:plugin@0.1.0, mapped
+// The component's glue: the export `decide` of engine:plugin@0.2.0, mapped
 // to decide.js (the decision, tested natively by test.mjs).
 //
 // How the WIT types look here (componentize-js): records are objects with
@@ -6,7 +6,7 @@
 // `s64` (ageDays) is a BigInt; an `option` is the value or undefined; a
 // variant is { tag, val }. For the result: returning the list is `ok`,
 // throwing a *string* is `err(string)` (throwing an Error object traps).
-import { log } from 'engine:plugin/host@0.1.0';
+import { log } from 'engine:plugin/host@0.2.0';
 import { decideActions, PluginError } from './decide.js';
 
 export const decide = {

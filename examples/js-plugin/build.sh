@@ -27,7 +27,7 @@ done
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 
 # The contract: the repository's WIT.
-wit="$(cd "$here/../../plugins/sdk/wit/v0.1.0" && pwd)"
+wit="$(cd "$here/../../plugins/sdk/wit/v0.2.0" && pwd)"
 
 cd "$here"
 cjs="$here/node_modules/.bin/componentize-js"

@@ -20,9 +20,10 @@
 //   ctx      { invocationId, policy, rule: 'cis-1-4', dryRun, now, params: [[key, value], ...] }
 //   finding  { user, arn, credential: 'password' | 'access-key-1' | 'access-key-2', keyId,
 //              rule, timestamp, basis, ageDays: BigInt (s64), thresholdDays: number,
-//              reason, exempt, protected }
+//              reason, exempt, protected, stage: 'upcoming' | 'due' | 'deactivated',
+//              dueAt, deactivatedAt: string | undefined }
 //   action   { finding: index, kind: { tag: 'delete-access-key' } | { tag: 'none', val: why },
-//              reason: string | undefined }
+//              reason: string | undefined, notify: string | undefined (none here) }
 //
 // Texts (reasons, the error, the log line) are byte for byte those of the
 // Rust example, including Rust's way of writing numbers (`180`, not
@@ -42,6 +43,8 @@ export function param(ctx, key) {
 
 /** Whether the host may act on this finding at all (not exempt, not protected). */
 export const remediable = (f) => !f.exempt && !f.protected;
+/** Not due yet (within the policy's `warn_before_days`): the host refuses every action but `none`. */
+export const isUpcoming = (f) => f.stage === 'upcoming';
 export const isPassword = (f) => f.credential === 'password';
 
 /** `delete_after_factor`, or the default; throws PluginError if it is not a number >= 1. */
@@ -71,6 +74,8 @@ export function decideActions(ctx, findings, log = () => {}) {
   findings.forEach((f, i) => {
     if (isPassword(f)) {
       actions.push(none(i, 'this plugin only handles access keys'));
+    } else if (isUpcoming(f)) {
+      actions.push(none(i, 'not due yet'));
     } else if (!remediable(f)) {
       actions.push(none(i, 'exempt or protected: left alone'));
     } else {

@@ -23,6 +23,9 @@ const key = (user, ageDays = 100n, extra = {}) => ({
   reason: 'old',
   exempt: false,
   protected: false,
+  stage: 'due',
+  dueAt: '2024-12-22T00:00:00Z',
+  deactivatedAt: undefined,
   ...extra,
 });
 const password = (user) => key(user, 100n, { credential: 'password', rule: 'cis-1-3', basis: 'password-last-used' });
@@ -70,6 +73,17 @@ test('texts are those of the Rust plugin', () => {
   assert.equal(actions[1].reason, '181 days old, more than 180 (2 x 90 days)');
   assert.deepEqual(actions[3], { finding: 3, kind: { tag: 'none', val: 'this plugin only handles access keys' }, reason: undefined });
   assert.deepEqual(actions[4], { finding: 4, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined });
+});
+
+test('upcoming is not due yet, exempt or not', () => {
+  const { actions } = run([], [
+    key('soon', 85n, { stage: 'upcoming' }),
+    key('vip', 85n, { stage: 'upcoming', exempt: true }),
+  ]);
+  assert.deepEqual(actions, [
+    { finding: 0, kind: { tag: 'none', val: 'not due yet' }, reason: undefined },
+    { finding: 1, kind: { tag: 'none', val: 'not due yet' }, reason: undefined },
+  ]);
 });
 
 test('protected is left alone', () => {
@@ -155,7 +169,7 @@ test('glue: app.js maps ok, err and log', async () => {
   const host = 'export const log = (level, message) => globalThis.hostLog.push([level, message]);';
   register(`data:text/javascript,${encodeURIComponent(`
     export async function resolve(specifier, context, next) {
-      if (specifier === 'engine:plugin/host@0.1.0') {
+      if (specifier === 'engine:plugin/host@0.2.0') {
         return { url: ${JSON.stringify(`data:text/javascript,${encodeURIComponent(host)}`)}, shortCircuit: true };
       }
       return next(specifier, context);

@@ -72,10 +72,21 @@ class Finding:
     timestamp: str = "2024-09-23T00:00:00Z"
     basis: str = "key-last-rotated"
     reason: str = ""
+    stage: str = "due"  # "upcoming" | "due" | "deactivated"
+    due_at: str = "2024-12-22T00:00:00Z"  # when it crosses (or crossed) the threshold
+    deactivated_at: Optional[str] = None  # when the engine deactivated this key, if it did
 
     def remediable(self) -> bool:
         """Whether the host may act on this finding at all (not exempt, not protected)."""
         return not self.exempt and not self.protected
+
+    def is_upcoming(self) -> bool:
+        """Not due yet: the host refuses every action on it but `none` (which may notify its owner)."""
+        return self.stage == "upcoming"
+
+    def is_deactivated(self) -> bool:
+        """An access key the engine deactivated earlier (at `deactivated_at`), still inactive."""
+        return self.stage == "deactivated"
 
     def is_password(self) -> bool:
         return self.credential == "password"
@@ -90,13 +101,15 @@ class Action:
 
     `kind` is "delete-access-key", "deactivate-access-key",
     "delete-login-profile" or "none"; `why` is the string of `none(...)`;
-    `reason` the optional explanation shown in the plan.
+    `reason` the optional explanation shown in the plan; `notify` an
+    optional message for the credential's owner (this plugin sends none).
     """
 
     finding: int
     kind: str
     why: Optional[str] = None
     reason: Optional[str] = None
+    notify: Optional[str] = None
 
     @staticmethod
     def delete_access_key(finding: int) -> "Action":
@@ -116,6 +129,9 @@ class Action:
 
     def with_reason(self, reason: str) -> "Action":
         return replace(self, reason=reason)
+
+    def with_notify(self, message: str) -> "Action":
+        return replace(self, notify=message)
 
 
 class PluginError(Exception):
@@ -160,6 +176,8 @@ def decide_actions(ctx: Context, findings: Sequence[Finding], log: Log = _no_log
     for i, f in enumerate(findings):
         if f.is_password():
             actions.append(Action.none(i, "this plugin only handles access keys"))
+        elif f.is_upcoming():
+            actions.append(Action.none(i, "not due yet"))
         elif not f.remediable():
             actions.append(Action.none(i, "exempt or protected: left alone"))
         else:
@@ -380,6 +398,9 @@ if _exports is not None:
                     timestamp=f.timestamp,
                     basis=_kebab(f.basis),
                     reason=f.reason,
+                    stage=_kebab(f.stage),
+                    due_at=f.due_at,
+                    deactivated_at=f.deactivated_at,
                 )
                 for f in findings
             ]
@@ -387,4 +408,4 @@ if _exports is not None:
                 actions = decide_actions(plain_ctx, plain, _log)
             except PluginError as e:
                 raise Err(str(e))  # result's err(message)
-            return [_wit.Action(a.finding, _KINDS[a.kind](a), a.reason) for a in actions]
+            return [_wit.Action(a.finding, _KINDS[a.kind](a), a.reason, a.notify) for a in actions]

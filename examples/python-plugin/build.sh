@@ -36,7 +36,7 @@ if [ -z "$cpy" ] || [ ! -x "$cpy" ]; then
 fi
 
 # The contract: the repository's WIT.
-wit="$(cd "$here/../../plugins/sdk/wit/v0.1.0" && pwd)"
+wit="$(cd "$here/../../plugins/sdk/wit/v0.2.0" && pwd)"
 
 # Build from a staging copy of the sources: componentize-py writes __pycache__
 # next to the app, and would import a stale generated wit_world/ found there.

@@ -81,6 +81,10 @@ class DecideTest(unittest.TestCase):
         self.assertEqual(actions[3], Action(3, "none", why="this plugin only handles access keys"))
         self.assertEqual(actions[4], Action(4, "none", why="exempt or protected: left alone"))
 
+    def test_upcoming_is_not_due_yet(self):
+        actions, _ = run(fs=[key("soon", age=85, stage="upcoming"), key("vip", age=85, stage="upcoming", exempt=True)])
+        self.assertEqual(actions, [Action(0, "none", why="not due yet"), Action(1, "none", why="not due yet")])
+
     def test_protected_is_left_alone(self):
         actions, _ = run(fs=[key("<root_account>", age=900, protected=True)])
         self.assertEqual(actions, [Action(0, "none", why="exempt or protected: left alone")])
@@ -151,7 +155,7 @@ def _componentize_py():
 
 
 def _wit_dir():
-    for candidate in [HERE / "wit", HERE / "../../plugins/sdk/wit/v0.1.0", HERE / "../../plugins/wit/v0.1.0"]:
+    for candidate in [HERE / "wit", HERE / "../../plugins/sdk/wit/v0.2.0"]:
         if candidate.is_dir():
             return candidate
     return None
@@ -198,10 +202,11 @@ class GlueTest(unittest.TestCase):
         finally:
             self.host.log = original
 
-    def finding(self, user, credential, age, exempt=False):
+    def finding(self, user, credential, age, exempt=False, stage=None):
         t = self.types
         return t.Finding(user, "arn:aws:iam::1:user/" + user, credential, None, t.Rule.CIS_1_4,
-                         "2024-09-23T00:00:00Z", t.Basis.KEY_LAST_ROTATED, age, 90, "old", exempt, False)
+                         "2024-09-23T00:00:00Z", t.Basis.KEY_LAST_ROTATED, age, 90, "old", exempt, False,
+                         stage or t.Stage.DUE, "2024-12-22T00:00:00Z", None)
 
     def test_glue_maps_both_ways(self):
         t = self.types
@@ -210,18 +215,20 @@ class GlueTest(unittest.TestCase):
             self.finding("old", t.Credential.ACCESS_KEY_2, 181),
             self.finding("pw", t.Credential.PASSWORD, 500),
             self.finding("vip", t.Credential.ACCESS_KEY_1, 500, exempt=True),
+            self.finding("soon", t.Credential.ACCESS_KEY_1, 85, stage=t.Stage.UPCOMING),
         ]
         actions, logs = self.call([], fs)
         self.assertEqual(
             actions,
             [
-                t.Action(0, t.ActionKind_DeactivateAccessKey(), "100 days old; deleted after 180 days"),
-                t.Action(1, t.ActionKind_DeleteAccessKey(), "181 days old, more than 180 (2 x 90 days)"),
-                t.Action(2, t.ActionKind_None_("this plugin only handles access keys"), None),
-                t.Action(3, t.ActionKind_None_("exempt or protected: left alone"), None),
+                t.Action(0, t.ActionKind_DeactivateAccessKey(), "100 days old; deleted after 180 days", None),
+                t.Action(1, t.ActionKind_DeleteAccessKey(), "181 days old, more than 180 (2 x 90 days)", None),
+                t.Action(2, t.ActionKind_None_("this plugin only handles access keys"), None, None),
+                t.Action(3, t.ActionKind_None_("exempt or protected: left alone"), None, None),
+                t.Action(4, t.ActionKind_None_("not due yet"), None, None),
             ],
         )
-        self.assertEqual(logs, [(self.host.Level.INFO, "4 finding(s): 1 to delete, factor 2")])
+        self.assertEqual(logs, [(self.host.Level.INFO, "5 finding(s): 1 to delete, factor 2")])
 
     def test_glue_err(self):
         from componentize_py_types import Err

@@ -4,12 +4,16 @@
 //
 // - a remediable access key (not exempt, not protected): deactivate it
 //   (reversible: the key can be activated again);
+// - an access key not due yet (stage 'upcoming', under a policy with
+//   `warn_before_days`): `none`, with a message to its owner saying when it
+//   will be deactivated (the host sends it where `[notifications]` says);
+// - a key the engine deactivated earlier (stage 'deactivated'): `none`;
 // - an exempt user or a protected credential: `none`, with a reason;
 // - a password: `none`, with a reason (this plugin handles access keys only).
 //
-// Every finding the host hands over already breaks the policy's rule (an
-// access key older than the threshold, or a credential unused that long), so
-// there is no age check here.
+// Every finding the host hands over that is 'due' already breaks the
+// policy's rule (an access key older than the threshold, or a credential
+// unused that long), so there is no age check here.
 //
 // This module imports nothing from the WIT, so `node --test` runs it
 // natively (test.mjs); app.js is the glue the component exports. The values
@@ -19,9 +23,11 @@
 //              params: [[key, value], ...] }
 //   finding  { user, arn, credential: 'password' | 'access-key-1' | 'access-key-2', keyId,
 //              rule, timestamp, basis, ageDays: BigInt (s64), thresholdDays: number,
-//              reason, exempt, protected }
+//              reason, exempt, protected, stage: 'upcoming' | 'due' | 'deactivated',
+//              dueAt, deactivatedAt: string | undefined }
 //   action   { finding: index, kind: { tag: 'deactivate-access-key' } | { tag: 'none', val: why },
-//              reason: string | undefined }
+//              reason: string | undefined, notify: string | undefined (a message to the
+//              credential's owner, sent by the host at most once per credential and stage) }
 //
 // Inside the component there is no clock, filesystem, network or console:
 // use `log(level, message)` and `ctx.now`.
@@ -38,6 +44,21 @@ export function param(ctx, key) {
 /** Whether the host may act on this finding at all (not exempt, not protected). */
 export const remediable = (f) => !f.exempt && !f.protected;
 export const isPassword = (f) => f.credential === 'password';
+/** Not due yet: the host refuses every action on it but `none` (which may notify its owner). */
+export const isUpcoming = (f) => f.stage === 'upcoming';
+/** An access key the engine deactivated earlier (at `deactivatedAt`), still inactive. */
+export const isDeactivated = (f) => f.stage === 'deactivated';
+
+const none = (i, why, notify = undefined) => ({ finding: i, kind: { tag: 'none', val: why }, reason: undefined, notify });
+
+/** The message to the owner of an upcoming access key. */
+export function warning(f) {
+  const key = f.credential.replaceAll('-', ' '); // 'access key 1'
+  return (
+    `${key} of ${f.user} is ${f.ageDays} days old and will be deactivated ` +
+    `on ${f.dueAt.slice(0, 10)} (threshold ${f.thresholdDays} days): rotate it before then`
+  );
+}
 
 /**
  * Decide: at most one action per finding (by index); throw PluginError to
@@ -47,15 +68,22 @@ export const isPassword = (f) => f.credential === 'password';
 export function decideActions(ctx, findings, log = () => {}) {
   const actions = findings.map((f, i) => {
     if (isPassword(f)) {
-      return { finding: i, kind: { tag: 'none', val: 'passwords are left alone by this plugin' }, reason: undefined };
+      return none(i, 'passwords are left alone by this plugin');
     }
     if (!remediable(f)) {
-      return { finding: i, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined };
+      return none(i, 'exempt or protected: left alone');
+    }
+    if (isUpcoming(f)) {
+      return none(i, 'not due yet', warning(f));
+    }
+    if (isDeactivated(f)) {
+      return none(i, 'deactivated already');
     }
     return {
       finding: i,
       kind: { tag: 'deactivate-access-key' },
       reason: `${f.ageDays} days old (threshold ${f.thresholdDays})`,
+      notify: undefined,
     };
   });
   const deactivated = actions.filter((a) => a.kind.tag === 'deactivate-access-key').length;

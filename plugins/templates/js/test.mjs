@@ -23,6 +23,9 @@ const key = (user, extra = {}) => ({
   reason: 'old',
   exempt: false,
   protected: false,
+  stage: 'due',
+  dueAt: '2024-12-22T00:00:00Z',
+  deactivatedAt: undefined,
   ...extra,
 });
 
@@ -47,13 +50,32 @@ test('deactivates remediable keys only', () => {
   const logs = [];
   const actions = decideActions(context(), findings(), (level, msg) => logs.push([level, msg]));
   assert.deepEqual(actions, [
-    { finding: 0, kind: { tag: 'deactivate-access-key' }, reason: '120 days old (threshold 90)' },
-    { finding: 1, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined },
-    { finding: 2, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined },
-    { finding: 3, kind: { tag: 'none', val: 'passwords are left alone by this plugin' }, reason: undefined },
-    { finding: 4, kind: { tag: 'deactivate-access-key' }, reason: '400 days old (threshold 90)' },
+    { finding: 0, kind: { tag: 'deactivate-access-key' }, reason: '120 days old (threshold 90)', notify: undefined },
+    { finding: 1, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined, notify: undefined },
+    { finding: 2, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined, notify: undefined },
+    { finding: 3, kind: { tag: 'none', val: 'passwords are left alone by this plugin' }, reason: undefined, notify: undefined },
+    { finding: 4, kind: { tag: 'deactivate-access-key' }, reason: '400 days old (threshold 90)', notify: undefined },
   ]);
   assert.deepEqual(logs, [['info', '5 finding(s): 2 to deactivate']]);
+});
+
+test('upcoming keys are warned, not touched', () => {
+  const actions = decideActions(context(), [
+    key('dave', { ageDays: 85n, stage: 'upcoming', dueAt: '2025-01-06T00:00:00Z' }),
+    key('vip', { ageDays: 85n, stage: 'upcoming', exempt: true }),
+    key('erin', { ageDays: 200n, stage: 'deactivated', deactivatedAt: '2024-12-01T00:00:00Z' }),
+  ]);
+  assert.deepEqual(actions, [
+    {
+      finding: 0,
+      kind: { tag: 'none', val: 'not due yet' },
+      reason: undefined,
+      notify:
+        'access key 1 of dave is 85 days old and will be deactivated on 2025-01-06 (threshold 90 days): rotate it before then',
+    },
+    { finding: 1, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined, notify: undefined },
+    { finding: 2, kind: { tag: 'none', val: 'deactivated already' }, reason: undefined, notify: undefined },
+  ]);
 });
 
 test('no findings', () => {
@@ -68,7 +90,7 @@ test('glue: app.js maps the call and the log', async () => {
   const host = 'export const log = (level, message) => globalThis.hostLog.push([level, message]);';
   register(`data:text/javascript,${encodeURIComponent(`
     export async function resolve(specifier, context, next) {
-      if (specifier === 'engine:plugin/host@0.1.0') {
+      if (specifier === 'engine:plugin/host@0.2.0') {
         return { url: ${JSON.stringify(`data:text/javascript,${encodeURIComponent(host)}`)}, shortCircuit: true };
       }
       return next(specifier, context);

@@ -4,12 +4,16 @@ What it decides, for each finding of its policy:
 
 * a remediable access key (not exempt, not protected): deactivate it
   (reversible: the key can be activated again);
+* an access key not due yet (stage `upcoming`, under a policy with
+  `warn_before_days`): `none`, with a message to its owner saying when it
+  will be deactivated (the host sends it where `[notifications]` says);
+* a key the engine deactivated earlier (stage `deactivated`): `none`;
 * an exempt user or a protected credential: `none`, with a reason;
 * a password: `none`, with a reason (this plugin handles access keys only).
 
-Every finding the host hands over already breaks the policy's rule (an
-access key older than the threshold, or a credential unused that long), so
-there is no age check here.
+Every finding the host hands over that is `due` already breaks the policy's
+rule (an access key older than the threshold, or a credential unused that
+long), so there is no age check here.
 
 The file has two parts:
 
@@ -52,7 +56,7 @@ class Context:
 
 @dataclass
 class Finding:
-    """One credential that breaks the policy's rule (WIT `finding`)."""
+    """One credential that breaks the policy's rule, or will soon (WIT `finding`)."""
 
     user: str = "alice"
     credential: str = "access-key-1"  # "password" | "access-key-1" | "access-key-2"
@@ -66,10 +70,21 @@ class Finding:
     timestamp: str = "2024-09-23T00:00:00Z"
     basis: str = "key-last-rotated"
     reason: str = ""
+    stage: str = "due"  # "upcoming" | "due" | "deactivated"
+    due_at: str = "2024-12-22T00:00:00Z"  # when it crosses (or crossed) the threshold
+    deactivated_at: Optional[str] = None  # when the engine deactivated this key, if it did
 
     def remediable(self) -> bool:
         """Whether the host may act on this finding at all (not exempt, not protected)."""
         return not self.exempt and not self.protected
+
+    def is_upcoming(self) -> bool:
+        """Not due yet: the host refuses every action on it but `none` (which may notify its owner)."""
+        return self.stage == "upcoming"
+
+    def is_deactivated(self) -> bool:
+        """An access key the engine deactivated earlier (at `deactivated_at`), still inactive."""
+        return self.stage == "deactivated"
 
     def is_password(self) -> bool:
         return self.credential == "password"
@@ -84,13 +99,17 @@ class Action:
 
     `kind` is "delete-access-key", "deactivate-access-key",
     "delete-login-profile" or "none"; `why` is the string of `none(...)`;
-    `reason` the optional explanation shown in the plan.
+    `reason` the optional explanation shown in the plan; `notify` an
+    optional message for the credential's owner (sent by the host at most
+    once per credential and stage: with `none` when the plan is carried
+    out, with a change once it is done).
     """
 
     finding: int
     kind: str
     why: Optional[str] = None
     reason: Optional[str] = None
+    notify: Optional[str] = None
 
     @staticmethod
     def delete_access_key(finding: int) -> "Action":
@@ -110,6 +129,9 @@ class Action:
 
     def with_reason(self, reason: str) -> "Action":
         return replace(self, reason=reason)
+
+    def with_notify(self, message: str) -> "Action":
+        return replace(self, notify=message)
 
 
 class PluginError(Exception):
@@ -136,6 +158,10 @@ def decide_actions(ctx: Context, findings: Sequence[Finding], log: Log = _no_log
             actions.append(Action.none(i, "passwords are left alone by this plugin"))
         elif not f.remediable():
             actions.append(Action.none(i, "exempt or protected: left alone"))
+        elif f.is_upcoming():
+            actions.append(Action.none(i, "not due yet").with_notify(warning(f)))
+        elif f.is_deactivated():
+            actions.append(Action.none(i, "deactivated already"))
         else:
             actions.append(
                 Action.deactivate_access_key(i).with_reason(
@@ -145,6 +171,15 @@ def decide_actions(ctx: Context, findings: Sequence[Finding], log: Log = _no_log
     deactivated = sum(a.kind == "deactivate-access-key" for a in actions)
     log("info", f"{len(findings)} finding(s): {deactivated} to deactivate")
     return actions
+
+
+def warning(f: Finding) -> str:
+    """The message to the owner of an upcoming access key."""
+    key = f.credential.replace("-", " ")  # "access key 1"
+    return (
+        f"{key} of {f.user} is {f.age_days} days old and will be deactivated "
+        f"on {f.due_at[:10]} (threshold {f.threshold_days} days): rotate it before then"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -203,6 +238,9 @@ if _exports is not None:
                     timestamp=f.timestamp,
                     basis=_kebab(f.basis),
                     reason=f.reason,
+                    stage=_kebab(f.stage),
+                    due_at=f.due_at,
+                    deactivated_at=f.deactivated_at,
                 )
                 for f in findings
             ]
@@ -210,4 +248,4 @@ if _exports is not None:
                 actions = decide_actions(plain_ctx, plain, _log)
             except PluginError as e:
                 raise Err(str(e))  # result's err(message)
-            return [_wit.Action(a.finding, _KINDS[a.kind](a), a.reason) for a in actions]
+            return [_wit.Action(a.finding, _KINDS[a.kind](a), a.reason, a.notify) for a in actions]

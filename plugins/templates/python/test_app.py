@@ -59,6 +59,29 @@ class DecideTest(unittest.TestCase):
         )
         self.assertEqual(logs, [("info", "5 finding(s): 2 to deactivate")])
 
+    def test_upcoming_keys_are_warned_not_touched(self):
+        actions, _ = run(
+            [
+                key("dave", age=85, stage="upcoming", due_at="2025-01-06T00:00:00Z"),
+                key("vip", age=85, stage="upcoming", exempt=True),
+                key("erin", age=200, stage="deactivated", deactivated_at="2024-12-01T00:00:00Z"),
+            ]
+        )
+        self.assertEqual(
+            actions,
+            [
+                Action(
+                    0,
+                    "none",
+                    why="not due yet",
+                    notify="access key 1 of dave is 85 days old and will be deactivated on 2025-01-06"
+                    " (threshold 90 days): rotate it before then",
+                ),
+                Action(1, "none", why="exempt or protected: left alone"),
+                Action(2, "none", why="deactivated already"),
+            ],
+        )
+
     def test_no_findings(self):
         self.assertEqual(run([]), ([], [("info", "0 finding(s): 0 to deactivate")]))
 
@@ -104,9 +127,10 @@ class GlueTest(unittest.TestCase):
     def test_glue_maps_both_ways(self):
         t = self.types
 
-        def finding(user, credential, exempt=False):
+        def finding(user, credential, exempt=False, stage=t.Stage.DUE, age=120):
             return t.Finding(user, "arn:aws:iam::1:user/" + user, credential, None, t.Rule.CIS_1_4,
-                             "2024-09-23T00:00:00Z", t.Basis.KEY_LAST_ROTATED, 120, 90, "old", exempt, False)
+                             "2024-09-23T00:00:00Z", t.Basis.KEY_LAST_ROTATED, age, 90, "old", exempt, False,
+                             stage, "2024-12-22T00:00:00Z", None)
 
         ctx = t.Context("p/0", "old-keys", t.Rule.CIS_1_4, False, "2025-01-01T00:00:00Z", [])
         logs = []
@@ -116,19 +140,27 @@ class GlueTest(unittest.TestCase):
             actions = self.app.Decide().decide(
                 ctx,
                 [finding("alice", t.Credential.ACCESS_KEY_2), finding("bob", t.Credential.PASSWORD),
-                 finding("vip", t.Credential.ACCESS_KEY_1, exempt=True)],
+                 finding("vip", t.Credential.ACCESS_KEY_1, exempt=True),
+                 finding("dave", t.Credential.ACCESS_KEY_1, stage=t.Stage.UPCOMING, age=85)],
             )
         finally:
             self.host.log = original
         self.assertEqual(
             actions,
             [
-                t.Action(0, t.ActionKind_DeactivateAccessKey(), "120 days old (threshold 90)"),
-                t.Action(1, t.ActionKind_None_("passwords are left alone by this plugin"), None),
-                t.Action(2, t.ActionKind_None_("exempt or protected: left alone"), None),
+                t.Action(0, t.ActionKind_DeactivateAccessKey(), "120 days old (threshold 90)", None),
+                t.Action(1, t.ActionKind_None_("passwords are left alone by this plugin"), None, None),
+                t.Action(2, t.ActionKind_None_("exempt or protected: left alone"), None, None),
+                t.Action(
+                    3,
+                    t.ActionKind_None_("not due yet"),
+                    None,
+                    "access key 1 of dave is 85 days old and will be deactivated on 2024-12-22"
+                    " (threshold 90 days): rotate it before then",
+                ),
             ],
         )
-        self.assertEqual(logs, [(self.host.Level.INFO, "3 finding(s): 1 to deactivate")])
+        self.assertEqual(logs, [(self.host.Level.INFO, "4 finding(s): 1 to deactivate")])
 
 
 if __name__ == "__main__":

@@ -154,9 +154,9 @@ pub async fn run(cmd: &PluginCommand) -> u8 {
 
 // ---- new ----------------------------------------------------------------
 
-/// The contract copied into Python and JavaScript projects (their glue is
-/// written for 0.1.0, which this engine keeps loading).
-const WIT: &str = include_str!("../../../plugins/sdk/wit/v0.1.0/plugin.wit");
+/// The contract copied into Python and JavaScript projects: the newest,
+/// which their glue is written for.
+const WIT: &str = include_str!("../../../plugins/sdk/wit/v0.2.0/plugin.wit");
 
 /// A template file: its path in the project and its text.
 type Template = (&'static str, &'static str);

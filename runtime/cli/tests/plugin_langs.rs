@@ -123,41 +123,45 @@ fn same_decisions_as_the_rust_example(example: &str, native: &[&str], env: (&str
     let err = decide(&wasm, "zero", &cache).expect_err("a bad factor fails");
     assert!(err.contains("delete_after_factor"), "{err}");
     assert_eq!(compared, 6);
-    // A plugin of contract 0.1.0 is given only due findings: under a policy
-    // warned 7 days ahead the upcoming ones are in the plan, not in its answer.
+    // Contract 0.2.0: under a policy warned 7 days ahead, the upcoming
+    // findings are handed over too, and both answer them `none`.
     std::fs::write(
         dir.join("warned.toml"),
         "[policy.rotate]\nrule = \"cis-1.4\"\nwarn_before_days = 7\n",
     )
     .expect("policy");
-    let out = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(["plugin", "test"])
-        .arg(&wasm)
-        .arg("--report")
-        .arg(root().join("examples/credential-report.csv"))
-        .arg("--policy")
-        .arg(dir.join("warned.toml"))
-        .args(["--now", "2026-11-28T00:00:00Z", "--format", "json"])
-        .env("ENGINE_PLUGIN_CACHE", &cache)
-        .output()
-        .expect("run engine");
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let findings = doc["findings"].as_array().expect("findings");
-    let upcoming: Vec<usize> = (0..findings.len())
-        .filter(|&i| findings[i]["stage"] == "upcoming")
+    let warned = |wasm: &Path| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(["plugin", "test"])
+            .arg(wasm)
+            .arg("--report")
+            .arg(root().join("examples/credential-report.csv"))
+            .arg("--policy")
+            .arg(dir.join("warned.toml"))
+            .args(["--now", "2026-11-28T00:00:00Z", "--format", "json"])
+            .args(["--name", "deactivate-then-delete"])
+            .env("ENGINE_PLUGIN_CACHE", &cache)
+            .output()
+            .expect("run engine");
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let (theirs, ours) = (warned(&wasm), warned(&rust));
+    for key in ["findings", "actions", "refused"] {
+        assert_eq!(theirs[key], ours[key], "{example}, warned policy: {key}");
+    }
+    let findings = theirs["findings"].as_array().expect("findings");
+    let upcoming: Vec<u64> = (0..findings.len() as u64)
+        .filter(|&i| findings[i as usize]["stage"] == "upcoming")
         .collect();
-    assert_eq!(upcoming.len(), 3, "{doc}");
-    // What it answered: the actions the host accepted and those it refused.
-    let answered: Vec<u64> = ["actions", "refused"]
+    assert_eq!(upcoming.len(), 3, "{theirs}");
+    let none: Vec<u64> = theirs["actions"]
+        .as_array()
+        .expect("actions")
         .iter()
-        .flat_map(|k| doc[k].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["action"] == "none")
         .filter_map(|a| a["finding"].as_u64())
         .collect();
-    assert_eq!(answered.len(), findings.len() - upcoming.len(), "{doc}");
-    assert!(
-        upcoming.iter().all(|i| !answered.contains(&(*i as u64))),
-        "{doc}"
-    );
+    assert!(upcoming.iter().all(|i| none.contains(i)), "{theirs}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
