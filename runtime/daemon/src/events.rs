@@ -326,6 +326,13 @@ impl Consumer {
                 let Some(applied) = run.applied.as_ref() else {
                     return;
                 };
+                let n = &applied.notices;
+                self.shared.metrics.messages(
+                    n.sent as u64,
+                    n.failed as u64,
+                    n.already as u64,
+                    n.nowhere as u64,
+                );
                 for r in &applied.results {
                     self.shared.metrics.action(
                         r.account.as_deref().unwrap_or_default(),

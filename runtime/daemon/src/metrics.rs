@@ -53,6 +53,10 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// The results of `engine_messages_total`, in the order
+/// [`Metrics::messages`] takes them.
+pub const MESSAGE_RESULTS: [&str; 4] = ["sent", "failed", "already-sent", "no-channel"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
@@ -159,6 +163,7 @@ pub struct Metrics {
     config_rule_changes: Family<RuleChangeLabels, Counter>,
     account_runs: Family<AccountResultLabels, Counter>,
     security_hub: Family<ResultLabel, Counter>,
+    messages: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -333,6 +338,19 @@ impl Metrics {
             security_hub.clone(),
         );
 
+        let messages = Family::<ResultLabel, Counter>::default();
+        for result in MESSAGE_RESULTS {
+            // Present at 0 from the start, so that an alert on failures works.
+            let _ = messages.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "messages",
+            "Messages to credential owners by result: sent, failed (may be sent by a later run), \
+             already-sent (by an earlier run: not sent twice), no-channel (no owner tag and no \
+             fallback channel)",
+            messages.clone(),
+        );
+
         Metrics {
             registry,
             replace: Mutex::new(()),
@@ -356,6 +374,7 @@ impl Metrics {
             config_rule_changes,
             account_runs,
             security_hub,
+            messages,
         }
     }
 
@@ -547,6 +566,19 @@ impl Metrics {
         }
     }
 
+    /// How one account's messages to owners went, per result of
+    /// [`MESSAGE_RESULTS`] (`engine_messages_total{result}`).
+    pub fn messages(&self, sent: u64, failed: u64, already_sent: u64, no_channel: u64) {
+        for (result, n) in MESSAGE_RESULTS
+            .into_iter()
+            .zip([sent, failed, already_sent, no_channel])
+        {
+            self.messages
+                .get_or_create(&ResultLabel { result })
+                .inc_by(n);
+        }
+    }
+
     /// An event was received from the queue (`engine_events_received_total`).
     pub fn event_received(&self) {
         self.events_received.inc();
@@ -661,6 +693,8 @@ mod tests {
         m.config_rule_change("create", "done");
         m.security_hub(130, 2, 0);
         m.security_hub(1, 0, 1);
+        m.messages(2, 1, 0, 0);
+        m.messages(1, 0, 3, 1);
         m
     }
 
@@ -715,6 +749,11 @@ mod tests {
                 r#"engine_security_hub_findings_total{result="imported"} 131"#,
                 r#"engine_security_hub_findings_total{result="resolved"} 2"#,
                 r#"engine_security_hub_findings_total{result="failed"} 1"#,
+                "# TYPE engine_messages_total counter",
+                r#"engine_messages_total{result="sent"} 3"#,
+                r#"engine_messages_total{result="failed"} 1"#,
+                r#"engine_messages_total{result="already-sent"} 3"#,
+                r#"engine_messages_total{result="no-channel"} 1"#,
             ],
         );
         // A skipped count of 0 creates no series of its own.
@@ -739,6 +778,8 @@ mod tests {
                 r#"engine_runs_total{result="failed"} 0"#,
                 "engine_config_last_reload_successful 0",
                 "engine_run_duration_seconds_count 0",
+                r#"engine_messages_total{result="sent"} 0"#,
+                r#"engine_messages_total{result="failed"} 0"#,
             ],
         );
     }

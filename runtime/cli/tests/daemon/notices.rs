@@ -71,6 +71,13 @@ fn every_two_seconds_each_warning_once_then_deactivated_then_deleted() {
     daemon.wait_status("three runs", |s| runs_total(s) >= 3);
     assert_eq!(stages(&receiver), vec!["upcoming"], "{}", daemon.log());
     assert!(account.has_key("alice", &key));
+    // Counted: sent once, then recognised as sent by the later runs.
+    let m = daemon.metrics();
+    let messages =
+        |m: &super::Metrics, result: &str| m.get("engine_messages_total", &[("result", result)]);
+    assert_eq!(messages(&m, "sent"), Some(1.0), "{}", m.text);
+    assert!(messages(&m, "already-sent") >= Some(2.0), "{}", m.text);
+    assert_eq!(messages(&m, "failed"), Some(0.0), "{}", m.text);
 
     // It crosses the threshold: deactivated at the next run, told once.
     account.moto.mutate(&[Mutation::TouchKey {
@@ -115,6 +122,9 @@ fn every_two_seconds_each_warning_once_then_deactivated_then_deleted() {
     );
     // One summary per run that did something: the deactivation, the deletion.
     assert_eq!(receiver.to("/security").len(), 2, "{}", daemon.log());
+    let m = daemon.metrics();
+    assert_eq!(messages(&m, "sent"), Some(3.0), "{}", m.text);
+    assert_eq!(messages(&m, "failed"), Some(0.0), "{}", m.text);
     // Exactly one write of each kind reached the key.
     let writes: Vec<String> = account
         .moto
