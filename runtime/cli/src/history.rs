@@ -65,6 +65,27 @@ struct RunView {
     owner: Option<String>,
     findings: i64,
     actions: Vec<ActionView>,
+    /// The messages to owners the run sent or tried to send.
+    messages: Vec<MessageView>,
+}
+
+#[derive(Serialize)]
+struct MessageView {
+    account: Option<String>,
+    policy: String,
+    user: String,
+    credential: String,
+    /// What it is about: the key id, or `password@USER_CREATED`.
+    subject: String,
+    /// `upcoming`, `due`, `deactivated`, `done:KIND` or `failed:KIND`.
+    stage: String,
+    channel: String,
+    recipient: Option<String>,
+    /// `sent`, `failed`, or `sending`/`unknown` (cut off mid-send: counted as
+    /// sent, never sent twice).
+    status: String,
+    attempts: u32,
+    detail: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -108,8 +129,11 @@ pub fn run(args: &HistoryArgs) -> u8 {
     };
     let mut views = Vec::new();
     for r in runs {
-        let actions = match journal.actions_of(r.id) {
-            Ok(a) => a,
+        let (actions, messages) = match journal
+            .actions_of(r.id)
+            .and_then(|a| Ok((a, journal.notices_of(r.id)?)))
+        {
+            Ok(both) => both,
             Err(e) => {
                 eprintln!("error: {}", engine_core::text::for_terminal(&e.to_string()));
                 return exit::ERROR;
@@ -137,6 +161,22 @@ pub fn run(args: &HistoryArgs) -> u8 {
                     intent_at: a.intent_at,
                     outcome: a.outcome,
                     detail: a.detail,
+                })
+                .collect(),
+            messages: messages
+                .into_iter()
+                .map(|n| MessageView {
+                    account: n.account,
+                    policy: n.policy,
+                    user: n.user,
+                    credential: n.credential,
+                    subject: n.subject,
+                    stage: n.stage,
+                    channel: n.channel,
+                    recipient: n.recipient,
+                    status: n.status,
+                    attempts: n.attempts,
+                    detail: n.detail,
                 })
                 .collect(),
         });
@@ -239,7 +279,7 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
         // errors, paths): escaped before it reaches a terminal.
         writeln!(
             out,
-            "run {} {}{} {} at {} ({}{}): {} findings, {} actions",
+            "run {} {}{} {} at {} ({}{}): {} findings, {} actions{}",
             r.id,
             r.account
                 .as_deref()
@@ -254,7 +294,12 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
                 .map(|o| format!(", {}", for_terminal(o)))
                 .unwrap_or_default(),
             r.findings,
-            r.actions.len()
+            r.actions.len(),
+            match r.messages.len() {
+                0 => String::new(),
+                1 => ", 1 message".to_string(),
+                n => format!(", {n} messages"),
+            }
         )?;
         for a in &r.actions {
             let outcome = a.outcome.as_deref().unwrap_or("no result yet");
@@ -268,6 +313,28 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
                 for_terminal(a.key_id.as_deref().unwrap_or("-")),
                 for_terminal(&a.policy),
                 a.detail
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| format!(": {}", for_terminal(d)))
+                    .unwrap_or_default()
+            )?;
+        }
+        for m in &r.messages {
+            writeln!(
+                out,
+                "  message {:16} {:26} {} {} {} [{}] via {}{}{}",
+                for_terminal(&m.status),
+                for_terminal(&m.stage),
+                for_terminal(&m.user),
+                for_terminal(&m.credential),
+                for_terminal(&m.subject),
+                for_terminal(&m.policy),
+                for_terminal(&m.channel),
+                m.recipient
+                    .as_deref()
+                    .map(|to| format!(" to {}", for_terminal(to)))
+                    .unwrap_or_default(),
+                m.detail
                     .as_deref()
                     .filter(|d| !d.is_empty())
                     .map(|d| format!(": {}", for_terminal(d)))

@@ -405,6 +405,38 @@ fn a_failing_webhook_is_retried_recorded_failed_and_never_stops_the_remediation(
         ("failed", 2, "done:deactivate-access-key")
     );
     assert_eq!(notices[0].recipient.as_deref(), Some("bob@example.com"));
+    drop(journal);
+    // `engine history` shows it, with what the channel answered.
+    let out = account.engine(&["history", "--limit", "1", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let messages = runs[0]["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "{runs:#}");
+    let m = &messages[0];
+    assert_eq!(
+        (&m["status"], &m["attempts"], &m["stage"], &m["channel"]),
+        (
+            &serde_json::json!("failed"),
+            &serde_json::json!(2),
+            &serde_json::json!("done:deactivate-access-key"),
+            &serde_json::json!("owners")
+        ),
+        "{m:#}"
+    );
+    assert_eq!(m["user"], "old", "{m:#}");
+    assert_eq!(m["subject"], old_key.as_str(), "{m:#}");
+    assert!(
+        m["detail"].as_str().is_some_and(|d| d.contains("500")),
+        "{m:#}"
+    );
+    let out = account.engine(&["history", "--limit", "1"]);
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(human.contains(", 1 message\n"), "{human}");
+    assert!(
+        human.contains("  message failed") && human.contains(&old_key),
+        "{human}"
+    );
+    assert!(human.contains("via owners to bob@example.com: "), "{human}");
     let _ = std::fs::remove_dir_all(account.dir());
 }
 

@@ -141,6 +141,9 @@ pub struct NoticeRecord {
     /// `sending`, `sent`, `failed` (or `unknown`).
     pub status: String,
     pub attempts: u32,
+    /// What the channel answered, when it failed (read back only: not
+    /// written by [`Journal::notice_intent`]).
+    pub detail: Option<String>,
 }
 
 /// An access key the engine deactivated and has not deleted since.
@@ -798,12 +801,11 @@ impl Journal {
         })
     }
 
-    /// The messages recorded under `run`, in order: (stage, subject, channel,
-    /// recipient, status, attempts).
+    /// The messages recorded under `run`, in order.
     pub fn notices_of(&self, run: i64) -> Result<Vec<NoticeRecord>> {
         self.sql(|c| {
             let mut stmt = c.prepare(
-                "SELECT account, policy, user, credential, subject, stage, channel, recipient, status, attempts
+                "SELECT account, policy, user, credential, subject, stage, channel, recipient, status, attempts, detail
                  FROM notices WHERE run_id = ?1 ORDER BY id",
             )?;
             let rows = stmt.query_map(params![run], |r| {
@@ -818,6 +820,7 @@ impl Journal {
                     recipient: r.get(7)?,
                     status: r.get(8)?,
                     attempts: r.get(9)?,
+                    detail: r.get(10)?,
                 })
             })?;
             rows.collect()
