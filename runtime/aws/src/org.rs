@@ -5,12 +5,12 @@
 //! (`ListAccounts`), narrows them to organizational units by walking each
 //! unit's subtree (`ListAccountsForParent`, `ListOrganizationalUnitsForParent`)
 //! and reaches each account through a role of its own ([`Aws::assume_role`]),
-//! whose credentials the SDK refreshes before they expire.
+//! whose credentials are renewed five minutes before they expire.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aws_config::sts::AssumeRoleProvider;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_iam::config::ProvideCredentials;
 
 use crate::{Aws, AwsError, RequestObserver};
@@ -91,8 +91,8 @@ impl Aws {
     }
 
     /// A connection to another account through `role_arn`, assumed with
-    /// this connection's credentials (`AssumeRole`, refreshed by the SDK
-    /// before the session expires). Retries and timeouts as this one's;
+    /// this connection's credentials (`AssumeRole` through this connection's
+    /// STS client, renewed before the session expires). Retries and timeouts as this one's;
     /// `observer` (if any) is told about the new connection's requests.
     /// Fails when the role cannot be assumed.
     pub async fn assume_role(
@@ -102,15 +102,14 @@ impl Aws {
         external_id: Option<&str>,
         observer: Option<Arc<dyn RequestObserver>>,
     ) -> Result<Aws, AwsError> {
-        let mut builder = AssumeRoleProvider::builder(role_arn)
-            .session_name(session_name)
-            .configure(&self.config);
-        if let Some(id) = external_id {
-            builder = builder.external_id(id);
-        }
         // One AssumeRole per session: the SDK's clients cache credentials,
         // but the engine asks for them too (who it is, which key it uses).
-        let provider = Reused::new(builder.build().await);
+        let provider = Reused::new(AssumeRole {
+            sts: self.sts.clone(),
+            role_arn: role_arn.to_string(),
+            session_name: session_name.to_string(),
+            external_id: external_id.map(str::to_string),
+        });
         // Assume now: a role that cannot be assumed is this account's error.
         if let Err(e) = provider.provide_credentials().await {
             return Err(AwsError::AssumeRole {
@@ -158,6 +157,59 @@ fn sts_message(e: &(dyn std::error::Error + 'static)) -> String {
         current = err.source();
     }
     last
+}
+
+/// Credentials of a role, from `AssumeRole` made with this connection's STS
+/// client: its retries and timeouts, and its request observer, so the call
+/// is counted in the engine's own account like any other (aws-config's
+/// `AssumeRoleProvider` makes it with an STS client of its own, which no
+/// observer sees).
+#[derive(Debug)]
+struct AssumeRole {
+    sts: aws_sdk_sts::Client,
+    role_arn: String,
+    session_name: String,
+    external_id: Option<String>,
+}
+
+impl AssumeRole {
+    async fn assume(&self) -> Result<aws_credential_types::Credentials, CredentialsError> {
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name(&self.session_name)
+            .set_external_id(self.external_id.clone())
+            .send()
+            .await
+            .map_err(CredentialsError::provider_error)?;
+        let c = out.credentials.ok_or_else(|| {
+            CredentialsError::unhandled("STS answered AssumeRole without credentials")
+        })?;
+        let expiry = std::time::SystemTime::try_from(c.expiration).map_err(|e| {
+            CredentialsError::unhandled(format!(
+                "STS answered AssumeRole with an expiry out of range: {e}"
+            ))
+        })?;
+        Ok(aws_credential_types::Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            Some(expiry),
+            "engine-assume-role",
+        ))
+    }
+}
+
+impl ProvideCredentials for AssumeRole {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(self.assume())
+    }
 }
 
 /// Credentials asked for once and handed out again until five minutes

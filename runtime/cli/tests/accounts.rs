@@ -239,6 +239,11 @@ fn one_apply_leaves_every_account_of_the_organization_as_its_plan_said() {
             assert!(s["plan"].is_null(), "{s:#}");
             let e = s["error"].as_str().unwrap_or_default();
             assert!(e.contains("cannot assume role") && e.contains(ROLE), "{e}");
+            // What STS answered, code and message.
+            assert!(
+                e.contains("AccessDenied: User is not authorized to perform: sts:AssumeRole"),
+                "{e}"
+            );
         } else {
             assert!(s["error"].is_null(), "{s:#}");
             assert_eq!(s["plan"]["source"]["account"], s["account"], "{s:#}");
