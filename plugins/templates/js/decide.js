@@ -51,13 +51,12 @@ export const isDeactivated = (f) => f.stage === 'deactivated';
 
 const none = (i, why, notify = undefined) => ({ finding: i, kind: { tag: 'none', val: why }, reason: undefined, notify });
 
-/** The message to the owner of an upcoming access key. */
+/**
+ * The message to the owner of an upcoming access key: the host's reason
+ * (which says old or unused, as the policy's rule has it) and the day.
+ */
 export function warning(f) {
-  const key = f.credential.replaceAll('-', ' '); // 'access key 1'
-  return (
-    `${key} of ${f.user} is ${f.ageDays} days old and will be deactivated ` +
-    `on ${f.dueAt.slice(0, 10)} (threshold ${f.thresholdDays} days): rotate it before then`
-  );
+  return `${f.user}'s ${f.reason}: it will be deactivated on ${f.dueAt.slice(0, 10)}`;
 }
 
 /**

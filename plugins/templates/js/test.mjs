@@ -61,7 +61,12 @@ test('deactivates remediable keys only', () => {
 
 test('upcoming keys are warned, not touched', () => {
   const actions = decideActions(context(), [
-    key('dave', { ageDays: 85n, stage: 'upcoming', dueAt: '2025-01-06T00:00:00Z' }),
+    key('dave', {
+      ageDays: 85n,
+      stage: 'upcoming',
+      dueAt: '2025-01-06T00:00:00Z',
+      reason: 'access key 1 last rotated 2024-10-08, 85 days ago (more than 90 on 2025-01-06)',
+    }),
     key('vip', { ageDays: 85n, stage: 'upcoming', exempt: true }),
     key('erin', { ageDays: 200n, stage: 'deactivated', deactivatedAt: '2024-12-01T00:00:00Z' }),
   ]);
@@ -71,7 +76,7 @@ test('upcoming keys are warned, not touched', () => {
       kind: { tag: 'none', val: 'not due yet' },
       reason: undefined,
       notify:
-        'access key 1 of dave is 85 days old and will be deactivated on 2025-01-06 (threshold 90 days): rotate it before then',
+        "dave's access key 1 last rotated 2024-10-08, 85 days ago (more than 90 on 2025-01-06): it will be deactivated on 2025-01-06",
     },
     { finding: 1, kind: { tag: 'none', val: 'exempt or protected: left alone' }, reason: undefined, notify: undefined },
     { finding: 2, kind: { tag: 'none', val: 'deactivated already' }, reason: undefined, notify: undefined },

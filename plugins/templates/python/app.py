@@ -174,12 +174,9 @@ def decide_actions(ctx: Context, findings: Sequence[Finding], log: Log = _no_log
 
 
 def warning(f: Finding) -> str:
-    """The message to the owner of an upcoming access key."""
-    key = f.credential.replace("-", " ")  # "access key 1"
-    return (
-        f"{key} of {f.user} is {f.age_days} days old and will be deactivated "
-        f"on {f.due_at[:10]} (threshold {f.threshold_days} days): rotate it before then"
-    )
+    """The message to the owner of an upcoming access key: the host's reason
+    (which says old or unused, as the policy's rule has it) and the day."""
+    return f"{f.user}'s {f.reason}: it will be deactivated on {f.due_at[:10]}"
 
 
 # --------------------------------------------------------------------------

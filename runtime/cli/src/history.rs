@@ -176,7 +176,8 @@ pub fn run(args: &HistoryArgs) -> u8 {
                     recipient: n.recipient,
                     status: n.status,
                     attempts: n.attempts,
-                    detail: n.detail,
+                    // A sent message is recorded with an empty detail.
+                    detail: n.detail.filter(|d| !d.is_empty()),
                 })
                 .collect(),
         });

@@ -462,8 +462,8 @@ fn init_logging(verbose: u8, daemon: Option<LogFormat>) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
-    // aws-config logs a refused AssumeRole as a warning of its own; the
-    // engine reports it as the account's error.
+    // aws-config logs a refused AssumeRole of its own (a profile's
+    // `role_arn`) as a warning; the engine reports the error itself.
     let default = format!("{default},aws_config::sts=error");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -346,8 +346,8 @@ impl Metrics {
         registry.register(
             "messages",
             "Messages to credential owners by result: sent, failed (may be sent by a later run), \
-             already-sent (by an earlier run: not sent twice), no-channel (no owner tag and no \
-             fallback channel)",
+             already-sent (by an earlier run: not sent twice), no-channel (neither the owner's \
+             channel nor a fallback channel to send it to)",
             messages.clone(),
         );
 
