@@ -326,13 +326,7 @@ impl Consumer {
                 let Some(applied) = run.applied.as_ref() else {
                     return;
                 };
-                let n = &applied.notices;
-                self.shared.metrics.messages(
-                    n.sent as u64,
-                    n.failed as u64,
-                    n.already as u64,
-                    n.nowhere as u64,
-                );
+                self.shared.metrics.messages(&applied.notices);
                 for r in &applied.results {
                     self.shared.metrics.action(
                         r.account.as_deref().unwrap_or_default(),

@@ -53,8 +53,8 @@ struct ResultLabel {
     result: &'static str,
 }
 
-/// The results of `engine_messages_total`, in the order
-/// [`Metrics::messages`] takes them.
+/// The results of `engine_messages_total`: the counts `sent`, `failed`,
+/// `already` and `nowhere` of a run's messages.
 pub const MESSAGE_RESULTS: [&str; 4] = ["sent", "failed", "already-sent", "no-channel"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -568,14 +568,12 @@ impl Metrics {
 
     /// How one account's messages to owners went, per result of
     /// [`MESSAGE_RESULTS`] (`engine_messages_total{result}`).
-    pub fn messages(&self, sent: u64, failed: u64, already_sent: u64, no_channel: u64) {
-        for (result, n) in MESSAGE_RESULTS
-            .into_iter()
-            .zip([sent, failed, already_sent, no_channel])
-        {
+    pub fn messages(&self, sent: &engine_run::notices::Sent) {
+        let counts = [sent.sent, sent.failed, sent.already, sent.nowhere];
+        for (result, n) in MESSAGE_RESULTS.into_iter().zip(counts) {
             self.messages
                 .get_or_create(&ResultLabel { result })
-                .inc_by(n);
+                .inc_by(n as u64);
         }
     }
 
@@ -693,8 +691,15 @@ mod tests {
         m.config_rule_change("create", "done");
         m.security_hub(130, 2, 0);
         m.security_hub(1, 0, 1);
-        m.messages(2, 1, 0, 0);
-        m.messages(1, 0, 3, 1);
+        let sent = |sent, failed, already, nowhere| engine_run::notices::Sent {
+            sent,
+            failed,
+            already,
+            nowhere,
+            summaries: 0,
+        };
+        m.messages(&sent(2, 1, 0, 0));
+        m.messages(&sent(1, 0, 3, 1));
         m
     }
 

@@ -1160,13 +1160,7 @@ async fn scheduled_run(ctx: RunContext) -> RunReport {
                     ctx.shared.metrics.account_run(&a.account, ok);
                 }
                 report.run.get_or_insert(run.run);
-                let n = &run.notices;
-                ctx.shared.metrics.messages(
-                    n.sent as u64,
-                    n.failed as u64,
-                    n.already as u64,
-                    n.nowhere as u64,
-                );
+                ctx.shared.metrics.messages(&run.notices);
                 stopped += run
                     .results
                     .iter()
