@@ -92,8 +92,9 @@ impl Aws {
 
     /// A connection to another account through `role_arn`, assumed with
     /// this connection's credentials (`AssumeRole` through this connection's
-    /// STS client, renewed before the session expires). Retries and timeouts as this one's;
-    /// `observer` (if any) is told about the new connection's requests.
+    /// STS client, renewed before the session expires). Retries and timeouts
+    /// as this one's; `observer` (if any) is told about the new connection's
+    /// requests.
     /// Fails when the role cannot be assumed.
     pub async fn assume_role(
         &self,

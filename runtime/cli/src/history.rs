@@ -313,11 +313,7 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
                 for_terminal(&a.credential),
                 for_terminal(a.key_id.as_deref().unwrap_or("-")),
                 for_terminal(&a.policy),
-                a.detail
-                    .as_deref()
-                    .filter(|d| !d.is_empty())
-                    .map(|d| format!(": {}", for_terminal(d)))
-                    .unwrap_or_default()
+                after(": ", a.detail.as_deref())
             )?;
         }
         for m in &r.messages {
@@ -331,17 +327,19 @@ fn human(out: &mut dyn Write, runs: &[RunView]) -> std::io::Result<()> {
                 for_terminal(&m.subject),
                 for_terminal(&m.policy),
                 for_terminal(&m.channel),
-                m.recipient
-                    .as_deref()
-                    .map(|to| format!(" to {}", for_terminal(to)))
-                    .unwrap_or_default(),
-                m.detail
-                    .as_deref()
-                    .filter(|d| !d.is_empty())
-                    .map(|d| format!(": {}", for_terminal(d)))
-                    .unwrap_or_default()
+                after(" to ", m.recipient.as_deref()),
+                after(": ", m.detail.as_deref())
             )?;
         }
     }
     Ok(())
+}
+
+/// `value` escaped for a terminal after `prefix`; nothing when it is absent
+/// or empty.
+fn after(prefix: &str, value: Option<&str>) -> String {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("{prefix}{}", for_terminal(v)))
+        .unwrap_or_default()
 }

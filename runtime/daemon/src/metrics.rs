@@ -55,7 +55,7 @@ struct ResultLabel {
 
 /// The results of `engine_messages_total`: the counts `sent`, `failed`,
 /// `already` and `nowhere` of a run's messages.
-pub const MESSAGE_RESULTS: [&str; 4] = ["sent", "failed", "already-sent", "no-channel"];
+const MESSAGE_RESULTS: [&str; 4] = ["sent", "failed", "already-sent", "no-channel"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
