@@ -39,6 +39,15 @@ impl Rule {
             Rule::Cis14 => "cis-1.4",
         }
     }
+
+    /// How many credentials of a row the rule looks at: at most this many
+    /// findings per user.
+    pub fn slots(self) -> usize {
+        match self {
+            Rule::Cis13 => 3,
+            Rule::Cis14 => 2,
+        }
+    }
 }
 
 impl std::fmt::Display for Rule {

@@ -107,11 +107,33 @@ pub fn reason(f: &Finding) -> String {
 
 /// Evaluate one policy over a report.
 pub fn evaluate(policy: &Policy, report: &CredentialReport, now: DateTime<Utc>) -> Vec<Finding> {
-    // Sized for an account with some findings: a large report grows it a
-    // few times rather than from nothing.
-    let mut out = Vec::with_capacity(report.rows.len() / 4);
+    evaluate_all(std::slice::from_ref(policy), report, now)
+        .pop()
+        .unwrap_or_default()
+}
+
+/// Evaluate every policy over a report, in one pass over its rows: the
+/// findings of `policies[i]` are the `i`th list.
+pub fn evaluate_all(
+    policies: &[Policy],
+    report: &CredentialReport,
+    now: DateTime<Utc>,
+) -> Vec<Vec<Finding>> {
+    let cutoffs: Vec<Cutoffs> = policies.iter().map(|p| Cutoffs::new(p, now)).collect();
+    // Room for every credential a rule looks at, so a report where most
+    // are findings never copies them as the lists grow; pages never written
+    // are never touched, and the room left is given back below.
+    let mut out: Vec<Vec<Finding>> = policies
+        .iter()
+        .map(|p| Vec::with_capacity(report.rows.len() * p.rule.slots()))
+        .collect();
     for row in &report.rows {
-        evaluate_row(policy, row, now, &mut out);
+        for ((policy, cutoffs), out) in policies.iter().zip(&cutoffs).zip(&mut out) {
+            evaluate_with(policy, cutoffs, row, now, out);
+        }
+    }
+    for findings in &mut out {
+        findings.shrink_to_fit();
     }
     out
 }
@@ -123,29 +145,60 @@ pub fn evaluate_row(
     now: DateTime<Utc>,
     out: &mut Vec<Finding>,
 ) {
-    let threshold = policy.threshold_days();
-    let limit = TimeDelta::days(i64::from(threshold));
-    // Upcoming: due within warn_before_days (the same comparison, that much
-    // earlier); nothing when it is 0.
-    let warn_limit = (policy.warn_before_days > 0)
-        .then(|| limit - TimeDelta::days(i64::from(policy.warn_before_days)));
+    evaluate_with(policy, &Cutoffs::new(policy, now), row, now, out);
+}
+
+/// A policy's thresholds as instants: a credential whose timestamp is
+/// before (cis-1.4) or at or before (cis-1.3) `due` is due, the same
+/// comparison against `upcoming` makes it upcoming. Comparing instants is
+/// the same as comparing `now - timestamp` with the threshold, without
+/// computing an age for every credential that is not a finding.
+struct Cutoffs {
+    due: Option<DateTime<Utc>>,
+    upcoming: Option<DateTime<Utc>>,
+}
+
+impl Cutoffs {
+    fn new(policy: &Policy, now: DateTime<Utc>) -> Cutoffs {
+        let limit = TimeDelta::days(i64::from(policy.threshold_days()));
+        // Upcoming: due within warn_before_days (the same comparison, that
+        // much earlier); nothing when it is 0.
+        let warn = (policy.warn_before_days > 0)
+            .then(|| limit - TimeDelta::days(i64::from(policy.warn_before_days)));
+        Cutoffs {
+            due: now.checked_sub_signed(limit),
+            upcoming: warn.and_then(|w| now.checked_sub_signed(w)),
+        }
+    }
+}
+
+fn evaluate_with(
+    policy: &Policy,
+    cutoffs: &Cutoffs,
+    row: &CredentialRow,
+    now: DateTime<Utc>,
+    out: &mut Vec<Finding>,
+) {
+    // age > limit is at < now - limit; age >= limit is at <= now - limit.
+    // A cutoff before the first representable instant is never reached.
+    let past = |at: DateTime<Utc>, cutoff: Option<DateTime<Utc>>| {
+        cutoff.is_some_and(|c| match policy.rule {
+            Rule::Cis14 => at < c,
+            Rule::Cis13 => at <= c,
+        })
+    };
     // Exemption is a property of the row: match the patterns at most once.
     let mut exempt = None;
     let mut hit = |credential: Credential, at: DateTime<Utc>, basis: Basis| {
-        let age = now - at;
-        let past = |limit: TimeDelta| match policy.rule {
-            Rule::Cis14 => age > limit,
-            Rule::Cis13 => age >= limit,
-        };
-        let stage = if past(limit) {
+        let stage = if past(at, cutoffs.due) {
             Stage::Due
-        } else if warn_limit.is_some_and(past) {
+        } else if past(at, cutoffs.upcoming) {
             Stage::Upcoming
         } else {
             return;
         };
         let exempt = *exempt.get_or_insert_with(|| !row.is_root() && policy.is_exempt(&row.user));
-        let mut f = finding(policy, row, credential, at, basis, age, exempt);
+        let mut f = finding(policy, row, credential, at, basis, now - at, exempt);
         f.stage = stage;
         out.push(f);
     };

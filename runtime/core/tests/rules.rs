@@ -427,3 +427,82 @@ fn warn_before_days_must_be_under_the_threshold() {
         err.render_plain()
     );
 }
+
+#[test]
+fn thresholds_are_exact_to_the_second() {
+    let second = TimeDelta::seconds(1);
+    let stamp = |days: i64, shift: TimeDelta| Stamp::At(now() - TimeDelta::days(days) + shift);
+    // cis-1.4: more than 90 days; warned from more than 83.
+    let p = warned("cis-1.4", 90, 7);
+    let rows = [
+        ("due", stamp(90, -second)),
+        ("at-90", stamp(90, TimeDelta::zero())),
+        ("upcoming", stamp(83, -second)),
+        ("at-83", stamp(83, TimeDelta::zero())),
+    ]
+    .map(|(name, rotated)| {
+        let mut u = user(name);
+        u.access_keys[1] = key(true, rotated, Stamp::NotApplicable);
+        u
+    });
+    assert_eq!(
+        stages(&run(&p, rows.to_vec())),
+        vec![
+            ("due".to_string(), Stage::Due),
+            ("at-90".to_string(), Stage::Upcoming),
+            ("upcoming".to_string(), Stage::Upcoming),
+        ]
+    );
+    // cis-1.3: at least 90 days; warned from at least 83.
+    let p = warned("cis-1.3", 90, 7);
+    let rows = [
+        ("at-90", stamp(90, TimeDelta::zero())),
+        ("under-90", stamp(90, second)),
+        ("at-83", stamp(83, TimeDelta::zero())),
+        ("under-83", stamp(83, second)),
+    ]
+    .map(|(name, used)| {
+        let mut u = user(name);
+        u.access_keys[0] = key(true, at(400, 0), used);
+        u
+    });
+    assert_eq!(
+        stages(&run(&p, rows.to_vec())),
+        vec![
+            ("at-90".to_string(), Stage::Due),
+            ("under-90".to_string(), Stage::Upcoming),
+            ("at-83".to_string(), Stage::Upcoming),
+        ]
+    );
+}
+
+#[test]
+fn all_policies_in_one_pass_find_what_each_finds_alone() {
+    let set = policies(
+        "[policy.rotate]\nrule = \"cis-1.4\"\nexempt_users = [\"svc-*\"]\nwarn_before_days = 10\n\
+         [policy.unused]\nrule = \"cis-1.3\"\nmax_unused_days = 45\n\
+         [policy.strict]\nrule = \"cis-1.4\"\nmax_key_age_days = 30\n",
+    );
+    let mut rows = vec![];
+    for (i, days) in [10, 29, 31, 44, 45, 46, 80, 85, 90, 91, 400]
+        .into_iter()
+        .enumerate()
+    {
+        let mut u = user(&format!("{}-{i}", if i % 3 == 0 { "svc" } else { "user" }));
+        u.access_keys[i % 2] = key(true, at(days, 0), at(days / 2, 0));
+        u.access_keys[(i + 1) % 2] = key(i % 4 == 0, at(days + 3, 0), Stamp::NoInformation);
+        if i % 2 == 0 {
+            u.password_enabled = Flag::True;
+            u.password_last_used = at(days, 1);
+        }
+        rows.push(u);
+    }
+    let report = CredentialReport { rows };
+    let all = engine_core::rules::evaluate_all(&set.policies, &report, now());
+    assert_eq!(all.len(), 3);
+    for (p, found) in set.policies.iter().zip(&all) {
+        assert_eq!(found, &evaluate(p, &report, now()), "policy {}", p.name);
+        assert!(!found.is_empty(), "policy {} finds something", p.name);
+    }
+    assert_ne!(all[0], all[2], "the thresholds differ");
+}

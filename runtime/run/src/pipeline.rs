@@ -23,10 +23,9 @@ pub fn findings(
     report: &CredentialReport,
     now: DateTime<Utc>,
 ) -> Vec<(usize, Vec<Finding>)> {
-    set.policies
-        .iter()
+    rules::evaluate_all(&set.policies, report, now)
+        .into_iter()
         .enumerate()
-        .map(|(i, p)| (i, rules::evaluate(p, report, now)))
         .collect()
 }
 
