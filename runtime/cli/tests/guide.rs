@@ -277,6 +277,19 @@ fn the_rust_walkthrough_runs() {
         stdout.contains(" days old: expired; reactivate it if you still need it"),
         "{stdout}"
     );
+    // The project is written as `cargo fmt` would write it (rustfmt of this
+    // checkout's toolchain, run from the checkout).
+    let fmt = Command::new("rustfmt")
+        .args(["--check", "--edition", "2024"])
+        .arg(dir.join("my-plugin/src/lib.rs"))
+        .current_dir(root())
+        .output()
+        .expect("run rustfmt");
+    assert!(
+        fmt.status.success(),
+        "the generated lib.rs is not rustfmt-clean:\n{}",
+        String::from_utf8_lossy(&fmt.stdout)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
