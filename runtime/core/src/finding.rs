@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::name::Name;
 use crate::policy::Rule;
 
 /// Which credential of a user a finding is about.
@@ -141,8 +142,8 @@ pub struct Finding {
     pub policy: Arc<str>,
     pub rule: Rule,
     /// Shared with the report row: a finding costs no copy of the names.
-    pub user: Arc<str>,
-    pub arn: Arc<str>,
+    pub user: Name,
+    pub arn: Name,
     pub credential: Credential,
     /// The access key id, once resolved against the account (`None` from a report file).
     pub key_id: Option<String>,

@@ -9,11 +9,10 @@
 //! its key id straight from the key in its slot: no dates are matched, so
 //! two keys created in the same second are told apart by their ids.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 
 use crate::finding::Finding;
+use crate::name::Name;
 use crate::policy::Policy;
 use crate::report::{AccessKey, CredentialReport, CredentialRow, Flag, Stamp};
 use crate::rules;
@@ -106,8 +105,8 @@ impl FreshReport {
         let row = CredentialRow {
             // Not from a report file: there is no line.
             line: 0,
-            user: Arc::from(user.name.as_str()),
-            arn: Arc::from(user.arn.as_str()),
+            user: Name::from(user.name.as_str()),
+            arn: Name::from(user.arn.as_str()),
             user_creation_time: Stamp::At(user.created),
             password_enabled,
             password_last_used,

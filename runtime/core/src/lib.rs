@@ -10,6 +10,7 @@ pub mod config_rule;
 pub mod event;
 pub mod finding;
 pub mod fresh;
+pub mod name;
 pub mod plan;
 pub mod policy;
 pub mod recheck;
@@ -19,6 +20,7 @@ pub mod snapshot;
 pub mod text;
 
 pub use finding::{Basis, Control, Credential, Finding, Protection, Stage};
+pub use name::Name;
 pub use plan::{
     ActionKind, DenyReason, FailureKind, Grants, Plan, PlannedAction, PolicyFailure, PolicyPlan,
     Proposal, Refusal, Summary,

@@ -82,8 +82,8 @@ pub struct Proposal {
 pub struct PlannedAction {
     pub policy: std::sync::Arc<str>,
     pub action: ActionKind,
-    pub user: std::sync::Arc<str>,
-    pub arn: std::sync::Arc<str>,
+    pub user: crate::name::Name,
+    pub arn: crate::name::Name,
     pub credential: Credential,
     pub key_id: Option<String>,
     /// Index of the finding in the policy's findings.

@@ -5,9 +5,9 @@
 //! with the line and field at fault: a half-read report would make a
 //! half-right plan, and the plan deletes credentials.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::name::{Name, Text};
 
 /// The row of the account's root user.
 pub const ROOT_USER: &str = "<root_account>";
@@ -149,8 +149,8 @@ pub struct AccessKey {
 pub struct CredentialRow {
     /// The line of the report this row starts on (1-based, header is line 1).
     pub line: u64,
-    pub user: Arc<str>,
-    pub arn: Arc<str>,
+    pub user: Name,
+    pub arn: Name,
     pub user_creation_time: Stamp,
     pub password_enabled: Flag,
     pub password_last_used: Stamp,
@@ -222,17 +222,14 @@ impl CredentialReport {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(ReportError::Empty);
         }
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(bytes);
-        let headers = reader
-            .byte_headers()
-            .map_err(|e| csv_error(&e, 1, &csv::ByteRecord::new()))?
-            .clone();
+        let mut records = Records::new(bytes);
+        let header: Vec<Vec<u8>> = match records.next() {
+            Some(_) => records.fields().map(<[u8]>::to_vec).collect(),
+            None => Vec::new(),
+        };
         let mut idx = [0usize; COLUMNS.len()];
         for (slot, name) in idx.iter_mut().zip(COLUMNS) {
-            *slot = headers
+            *slot = header
                 .iter()
                 .position(|h| h == name.as_bytes())
                 .ok_or(ReportError::MissingColumn(name))?;
@@ -240,31 +237,24 @@ impl CredentialReport {
         // A row of a real report is well over 128 bytes: reserve once rather
         // than copy the rows on every growth of a 100,000-user report.
         let mut rows = Vec::with_capacity(bytes.len() / 128);
-        // Records are read as bytes: the text kept (user, ARN) is checked for
-        // UTF-8; the other fields are ASCII or they are invalid values.
-        let mut record = csv::ByteRecord::new();
-        // csv's own line numbers are off by one after CRLF line ends, so
-        // those reports have their lines counted from byte offsets instead
-        // (a pass over the whole report: only when it has a CR at all).
-        let mut lines = memchr::memchr(b'\r', bytes).map(|_| LineCounter::new(bytes));
-        loop {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| match lines.as_mut() {
-                        Some(l) => l.line_at(p.byte()),
-                        None => p.line(),
-                    });
-                    return Err(csv_error(&e, line, &headers));
-                }
+        // The user names and ARNs, kept in one text (a name and an ARN are
+        // well under half a row).
+        let mut names = Text::with_capacity(bytes.len() / 2);
+        while let Some(line) = records.next() {
+            if records.len() != header.len() {
+                return Err(ReportError::Structure {
+                    line,
+                    message: format!(
+                        "expected {} fields as in the header, found {}",
+                        header.len(),
+                        records.len()
+                    ),
+                });
             }
-            let line = record.position().map_or(0, |p| match lines.as_mut() {
-                Some(l) => l.line_at(p.byte()),
-                None => p.line(),
-            });
-            rows.push(parse_row(&record, &idx, line)?);
+            let fields = idx.map(|i| records.field(i));
+            rows.push(parse_row(&fields, line, &mut names)?);
         }
+        names.finish();
         Ok(CredentialReport { rows })
     }
 
@@ -294,65 +284,111 @@ impl CredentialReport {
     }
 }
 
-/// Line numbers (1-based) of increasing byte offsets, counted incrementally.
-struct LineCounter<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-    line: u64,
-}
-
-impl LineCounter<'_> {
-    fn new(bytes: &[u8]) -> LineCounter<'_> {
-        LineCounter {
-            bytes,
-            offset: 0,
-            line: 1,
-        }
-    }
-
-    fn line_at(&mut self, byte: u64) -> u64 {
-        let mut end = usize::try_from(byte)
-            .unwrap_or(usize::MAX)
-            .min(self.bytes.len());
-        // A record "starts" at the line end before it (csv skips blank lines).
-        while end < self.bytes.len() && matches!(self.bytes[end], b'\r' | b'\n') {
-            end += 1;
-        }
-        if end > self.offset {
-            self.line += memchr::memchr_iter(b'\n', &self.bytes[self.offset..end]).count() as u64;
-            self.offset = end;
-        }
-        self.line
-    }
-}
-
 fn bool_str(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
-fn csv_error(e: &csv::Error, line: u64, headers: &csv::ByteRecord) -> ReportError {
-    let message = match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("expected {expected_len} fields as in the header, found {len}"),
-        csv::ErrorKind::Utf8 { err, .. } => match headers.get(err.field()) {
-            Some(name) => format!(
-                "field `{}` is not valid UTF-8",
-                String::from_utf8_lossy(name)
-            ),
-            None => "not valid UTF-8".to_string(),
-        },
-        _ => format!("not valid CSV: {e}"),
-    };
-    ReportError::Structure { line, message }
+/// The records of a CSV text held in memory, read by csv-core straight
+/// from the slice (nothing copied through a reader's buffer), each with the
+/// line it starts on. The dialect is csv's default: `,`, `"` quoting with
+/// doubled quotes, and CR, LF or CRLF ending a record; blank lines are
+/// skipped. csv-core never fails: any text is read as some records, and
+/// the caller checks their shape.
+struct Records<'a> {
+    input: &'a [u8],
+    /// How far `input` has been read.
+    at: usize,
+    reader: csv_core::Reader,
+    /// The current record's fields, unquoted, one after another...
+    text: Vec<u8>,
+    /// ...and where each ends in `text`.
+    ends: Vec<usize>,
+    len: usize,
 }
 
+impl<'a> Records<'a> {
+    fn new(input: &'a [u8]) -> Records<'a> {
+        Records {
+            input,
+            at: 0,
+            reader: csv_core::Reader::new(),
+            text: vec![0; 1024],
+            ends: vec![0; 32],
+            len: 0,
+        }
+    }
+
+    /// Read the next record; its line (1-based), or `None` at the end.
+    fn next(&mut self) -> Option<u64> {
+        // Line ends between records are skipped here rather than by
+        // csv-core, so the line counted is the one the record starts on
+        // (csv-core counts every `\n` it reads, quoted ones included).
+        let mut line = self.reader.line();
+        while let Some(&b) = self.input.get(self.at) {
+            match b {
+                b'\n' => line += 1,
+                b'\r' => {}
+                _ => break,
+            }
+            self.at += 1;
+        }
+        self.reader.set_line(line);
+        let (mut out, mut ends) = (0, 0);
+        loop {
+            let (result, read, written, ended) = self.reader.read_record(
+                &self.input[self.at..],
+                &mut self.text[out..],
+                &mut self.ends[ends..],
+            );
+            self.at += read;
+            out += written;
+            ends += ended;
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => {
+                    self.text.resize(self.text.len() * 2, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    self.ends.resize(self.ends.len() * 2, 0);
+                }
+                csv_core::ReadRecordResult::Record => {
+                    self.len = ends;
+                    return Some(line);
+                }
+                csv_core::ReadRecordResult::End => {
+                    self.len = 0;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// How many fields the current record has.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Field `i` of the current record (empty past its last field).
+    fn field(&self, i: usize) -> &[u8] {
+        if i >= self.len {
+            return b"";
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn fields(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len).map(|i| self.field(i))
+    }
+}
+
+/// One row from its fields, in the order of [`COLUMNS`].
 fn parse_row(
-    rec: &csv::ByteRecord,
-    idx: &[usize; 12],
+    fields: &[&[u8]; 12],
     line: u64,
+    names: &mut Text,
 ) -> Result<CredentialRow, ReportError> {
-    let field = |i: usize| -> &[u8] { rec.get(idx[i]).unwrap_or_default() };
+    let field = |i: usize| -> &[u8] { fields[i] };
     let text = |i: usize| -> Result<&str, ReportError> {
         std::str::from_utf8(field(i)).map_err(|_| ReportError::Structure {
             line,
@@ -411,14 +447,67 @@ fn parse_row(
             });
         }
     }
+    let too_large = || ReportError::Structure {
+        line,
+        message: "the report's names reach 4 GiB".into(),
+    };
     Ok(CredentialRow {
         line,
-        user: Arc::from(user),
-        arn: Arc::from(text(1)?),
+        user: names.push(user).ok_or_else(too_large)?,
+        arn: names.push(text(1)?).ok_or_else(too_large)?,
         user_creation_time: stamp(2)?,
         password_enabled: flag(3)?,
         password_last_used: stamp(4)?,
         password_last_changed: stamp(5)?,
         access_keys: keys,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Records;
+    use proptest::prelude::*;
+
+    /// Every record `Records` reads, with its line.
+    fn ours(input: &[u8]) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let mut records = Records::new(input);
+        let mut out = Vec::new();
+        while let Some(line) = records.next() {
+            out.push((line, records.fields().map(<[u8]>::to_vec).collect()));
+        }
+        out
+    }
+
+    /// The same from the csv crate's reader, the line of each record
+    /// counted from the byte it starts at (past the line ends before it).
+    fn csv_crate(input: &[u8]) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(input);
+        let mut record = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while reader
+            .read_byte_record(&mut record)
+            .expect("csv never fails on bytes")
+        {
+            let mut at = record.position().map_or(0, |p| p.byte() as usize);
+            while matches!(input.get(at), Some(b'\r' | b'\n')) {
+                at += 1;
+            }
+            let line = 1 + input[..at].iter().filter(|&&b| b == b'\n').count() as u64;
+            out.push((line, record.iter().map(<[u8]>::to_vec).collect()));
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn records_are_the_csv_crates(input in "[a\",\r\n]{0,40}", long in "[a-z,]{0,3000}") {
+            prop_assert_eq!(ours(input.as_bytes()), csv_crate(input.as_bytes()));
+            // Records longer than the buffers' first sizes.
+            let text = format!("{input}\n{long}\n\"{long}\"\r\n");
+            prop_assert_eq!(ours(text.as_bytes()), csv_crate(text.as_bytes()));
+        }
+    }
 }

@@ -481,7 +481,7 @@ impl Journal {
                 stmt.execute(params![
                     run,
                     f.policy,
-                    f.user,
+                    f.user.as_str(),
                     f.credential.as_str(),
                     f.key_id,
                     f.age_days,
@@ -505,7 +505,7 @@ impl Journal {
                     run,
                     a.policy,
                     a.action.as_str(),
-                    a.user,
+                    a.user.as_str(),
                     a.credential.as_str(),
                     a.key_id,
                     now()

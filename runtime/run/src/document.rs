@@ -83,8 +83,8 @@ pub struct ActionEntry {
     /// Shared with the plan's action (and its finding), not copied.
     pub policy: Arc<str>,
     pub action: ActionKind,
-    pub user: Arc<str>,
-    pub arn: Arc<str>,
+    pub user: engine_core::Name,
+    pub arn: engine_core::Name,
     pub credential: engine_core::Credential,
     pub key_id: Option<String>,
     /// Index into the document's `findings`.

@@ -271,7 +271,7 @@ pub fn targets(plan: &Plan) -> Vec<Target> {
         }
     }
     // The first delete of each key, by user and credential.
-    let mut deletes: HashMap<(Arc<str>, engine_core::Credential), usize> = HashMap::new();
+    let mut deletes: HashMap<(engine_core::Name, engine_core::Credential), usize> = HashMap::new();
     for (i, d) in out.iter().enumerate() {
         if d.action.action == ActionKind::DeleteAccessKey {
             deletes
