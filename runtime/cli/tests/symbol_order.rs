@@ -92,7 +92,7 @@ fn tracer_records_the_functions_a_run_calls_and_changes_nothing() {
     assert_eq!(called.first(), Some(&"_start"));
     // What this run calls (a debug build inlines none of these)...
     for f in [
-        "engine_core5rules8evaluate",
+        "engine_core5rules12evaluate_all",
         "engine_core6report16CredentialReport5parse",
         "engine_core6policy",
     ] {
