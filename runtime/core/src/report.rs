@@ -72,8 +72,8 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// would (a property test checks both agree). It runs up to eight times per
 /// row of the report.
 pub fn fast_utc(b: &[u8]) -> Option<DateTime<Utc>> {
-    if b.len() != 25
-        || &b[19..] != b"+00:00"
+    let b: &[u8; 25] = b.try_into().ok()?;
+    if b[19..] != *b"+00:00"
         || b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'
@@ -82,12 +82,13 @@ pub fn fast_utc(b: &[u8]) -> Option<DateTime<Utc>> {
     {
         return None;
     }
-    let num = |from: usize, to: usize| -> Option<u32> {
-        b[from..to].iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
+    let digit = |i: usize| -> Option<u32> {
+        let d = b[i].wrapping_sub(b'0');
+        (d < 10).then_some(u32::from(d))
     };
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let two = |i: usize| -> Option<u32> { Some(digit(i)? * 10 + digit(i + 1)?) };
+    let year = two(0)? * 100 + two(2)?;
+    let (month, day) = (two(5)?, two(8)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
     // Days before each month, in a common year.
     const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
@@ -101,11 +102,10 @@ pub fn fast_utc(b: &[u8]) -> Option<DateTime<Utc>> {
     if day == 0 || day > in_month {
         return None;
     }
-    let month = usize::try_from(month).ok()?;
-    let ordinal = BEFORE[month - 1] + day + u32::from(leap && month > 2);
+    let ordinal = BEFORE[month as usize - 1] + day + u32::from(leap && month > 2);
     // chrono checks the rest (the year's range, the time of day).
-    chrono::NaiveDate::from_yo_opt(i32::try_from(year).ok()?, ordinal)?
-        .and_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)
+    chrono::NaiveDate::from_yo_opt(year as i32, ordinal)?
+        .and_hms_opt(two(11)?, two(14)?, two(17)?)
         .map(|t| t.and_utc())
 }
 
