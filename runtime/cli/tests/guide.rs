@@ -287,8 +287,9 @@ fn the_rust_walkthrough_runs() {
         .expect("run rustfmt");
     assert!(
         fmt.status.success(),
-        "the generated lib.rs is not rustfmt-clean:\n{}",
-        String::from_utf8_lossy(&fmt.stdout)
+        "the generated lib.rs is not rustfmt-clean:\n{}{}",
+        String::from_utf8_lossy(&fmt.stdout),
+        String::from_utf8_lossy(&fmt.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

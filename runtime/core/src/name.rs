@@ -31,14 +31,20 @@ const WHOLE: u32 = u32::MAX;
 
 impl Name {
     pub fn as_str(&self) -> &str {
-        // A text is set before any of its names is handed out (`Text`),
-        // and never changes; its ranges were checked against it then.
-        let text = self.text.get().map_or("", String::as_str);
+        // A report's names are read only once it is parsed (`Text::finish`
+        // runs before `CredentialReport::parse` returns them), and their
+        // ranges are whole strings appended to the text, which never
+        // changes after. A name read otherwise is a bug of this module: it
+        // panics rather than read as some other string.
+        let text = self
+            .text
+            .get()
+            .expect("a report's names are read only once it is parsed");
+        let start = self.start as usize;
         match self.end {
-            WHOLE => text.get(self.start as usize..),
-            end => text.get(self.start as usize..end as usize),
+            WHOLE => &text[start..],
+            end => &text[start..end as usize],
         }
-        .unwrap_or_default()
     }
 }
 
@@ -146,8 +152,9 @@ impl<'de> serde::Deserialize<'de> for Name {
 }
 
 /// The text the names of one report share, while it is written: names are
-/// handed out as their ranges are appended, and are read only once
-/// [`Text::finish`] has fixed the text.
+/// handed out as their strings are appended, and must not be read before
+/// [`Text::finish`] has fixed the text (the rows holding them are returned
+/// only after).
 pub(crate) struct Text {
     text: String,
     shared: Arc<OnceLock<String>>,
@@ -176,7 +183,9 @@ impl Text {
     }
 
     /// Fix the text: every name handed out reads its range of it from now on.
-    pub(crate) fn finish(self) {
+    pub(crate) fn finish(mut self) {
+        // Names outlive the report in findings and plans: keep no spare room.
+        self.text.shrink_to_fit();
         let _ = self.shared.set(self.text);
     }
 }

@@ -292,8 +292,9 @@ fn bool_str(b: bool) -> &'static str {
 /// from the slice (nothing copied through a reader's buffer), each with the
 /// line it starts on. The dialect is csv's default: `,`, `"` quoting with
 /// doubled quotes, and CR, LF or CRLF ending a record; blank lines are
-/// skipped. csv-core never fails: any text is read as some records, and
-/// the caller checks their shape.
+/// skipped, and csv-core drops a UTF-8 byte-order mark before the first
+/// record. csv-core never fails: any text is read as some records, and the
+/// caller checks their shape.
 struct Records<'a> {
     input: &'a [u8],
     /// How far `input` has been read.

@@ -121,8 +121,10 @@ pub fn evaluate_all(
 ) -> Vec<Vec<Finding>> {
     let cutoffs: Vec<Cutoffs> = policies.iter().map(|p| Cutoffs::new(p, now)).collect();
     // Room for every credential a rule looks at, so a report where most
-    // are findings never copies them as the lists grow; pages never written
-    // are never touched, and the room left is given back below.
+    // are findings never copies them as the lists grow. Pages never written
+    // are never touched; the room left is returned to the allocator below.
+    // (IAM allows 5,000 users per account: a few MB of address space; a
+    // generated 100,000-user report asks for 48 MB per cis-1.3 policy.)
     let mut out: Vec<Vec<Finding>> = policies
         .iter()
         .map(|p| Vec::with_capacity(report.rows.len() * p.rule.slots()))
