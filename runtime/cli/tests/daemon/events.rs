@@ -233,6 +233,62 @@ fn an_event_acts_on_that_user_only_and_what_is_not_for_it_is_deleted() {
 }
 
 #[test]
+fn an_events_run_sends_its_messages_once_and_counts_them() {
+    let receiver = engine_testkit::webhook::Receiver::start();
+    let account = Account::new("events-messages", vec![user_with_key("alice", 200)]);
+    let url = queue(&account, "engine-events-messages", &[]);
+    // The staged plugin deactivates first and tells the owner; alice has no
+    // owner tag, so the message goes to the fallback channel.
+    account.write_policy(
+        "rotate.toml",
+        &format!(
+            "{}\n[notifications]\nfallback_channel = \"fallback\"\n\n\
+             [notifications.channels.fallback]\ntype = \"webhook\"\nurl = \"{}\"\n",
+            policies(&url, "action = \"staged-key-removal\""),
+            receiver.url("/fallback")
+        ),
+    );
+    let key = account.key("alice", 0);
+    let alice = user_id(&account, "alice");
+    let mut daemon = account.daemon(&[]);
+    daemon.wait_status("the queue being read", |s| s["events"]["queue"] == url);
+
+    put(&account, change(RULE, &alice, "NON_COMPLIANT"));
+    daemon.wait_status("the event acted on", |s| events(s, "acted") == 1);
+    wait_queue_empty(&mut daemon, &account, &url);
+    let status = account
+        .moto
+        .state()
+        .user("alice")
+        .and_then(|u| u.key(&key).map(|k| k.status.clone()));
+    assert_eq!(status.as_deref(), Some("Inactive"), "{}", daemon.log());
+    // The same event again: the key is no longer a finding, nothing is sent.
+    put(&account, change(RULE, &alice, "NON_COMPLIANT"));
+    daemon.wait_status("the duplicate handled", |s| events(s, "acted") == 2);
+    wait_queue_empty(&mut daemon, &account, &url);
+
+    // One message about the key, then the run's summary, both to the
+    // fallback channel; only the message is counted as one.
+    let about: Vec<String> = receiver
+        .to("/fallback")
+        .iter()
+        .filter_map(|r| r.json()["about"]["stage"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        about,
+        vec!["done:deactivate-access-key"],
+        "{}",
+        daemon.log()
+    );
+    let m = daemon.metrics();
+    let messages = |result: &str| m.get("engine_messages_total", &[("result", result)]);
+    assert_eq!(messages("sent"), Some(1.0), "{}", m.text);
+    assert_eq!(messages("failed"), Some(0.0), "{}", m.text);
+    assert_eq!(messages("no-channel"), Some(0.0), "{}", m.text);
+    assert_eq!(daemon.terminate(WAIT), Some(0), "{}", daemon.log());
+}
+
+#[test]
 fn a_malformed_event_goes_to_the_dead_letter_queue_without_a_hot_loop() {
     let account = Account::new("events-malformed", vec![user_with_key("alice", 200)]);
     let (dlq, dlq_arn) = account.moto.create_queue(REGION, "engine-events-dlq", &[]);
