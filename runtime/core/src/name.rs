@@ -8,15 +8,14 @@
 //! ([`Text`]). A name made from a string alone (a test, a plan read back)
 //! has a text of its own.
 
-use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 
 /// A string shared by reference count: a range of a text that many names
-/// may share. It reads, compares, hashes, prints and serializes as the
-/// string it is.
+/// may share. It reads (as a `str`), compares, hashes, prints and
+/// serializes as the string it is.
 #[derive(Clone)]
 pub struct Name {
     text: Arc<OnceLock<String>>,
@@ -55,18 +54,6 @@ impl Deref for Name {
     }
 }
 
-impl AsRef<str> for Name {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl From<&str> for Name {
     fn from(s: &str) -> Name {
         Name::from(s.to_string())
@@ -83,12 +70,6 @@ impl From<String> for Name {
     }
 }
 
-impl From<&Name> for Arc<str> {
-    fn from(n: &Name) -> Arc<str> {
-        Arc::from(n.as_str())
-    }
-}
-
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
         self.as_str() == other.as_str()
@@ -96,30 +77,6 @@ impl PartialEq for Name {
 }
 
 impl Eq for Name {}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialOrd for Name {
-    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Name {
-    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
 
 impl Hash for Name {
     fn hash<H: Hasher>(&self, state: &mut H) {
