@@ -10,6 +10,7 @@ pub mod config_rule;
 pub mod event;
 pub mod finding;
 pub mod fresh;
+mod memory;
 pub mod name;
 pub mod plan;
 pub mod policy;

@@ -127,7 +127,11 @@ pub fn evaluate_all(
     // generated 100,000-user report asks for 48 MB per cis-1.3 policy.)
     let mut out: Vec<Vec<Finding>> = policies
         .iter()
-        .map(|p| Vec::with_capacity(report.rows.len() * p.rule.slots()))
+        .map(|p| {
+            let mut v = Vec::with_capacity(report.rows.len() * p.rule.slots());
+            crate::memory::advise_huge_pages(&mut v);
+            v
+        })
         .collect();
     for row in &report.rows {
         for ((policy, cutoffs), out) in policies.iter().zip(&cutoffs).zip(&mut out) {
