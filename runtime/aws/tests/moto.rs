@@ -112,10 +112,10 @@ async fn credential_report_carries_seeded_backdated_dates() {
     );
 
     let report = CredentialReport::parse(&fetched.bytes).expect("moto's report parses");
-    let row = |name: &str| report.rows.iter().find(|r| &*r.user == name).unwrap();
+    let row = |name: &str| report.rows.iter().find(|r| r.user() == name).unwrap();
 
     let alice = row("alice");
-    assert_eq!(&*alice.arn, "arn:aws:iam::123456789012:user/alice");
+    assert_eq!(alice.arn(), "arn:aws:iam::123456789012:user/alice");
     assert_eq!(
         alice.user_creation_time,
         Stamp::At(date(2019, 1, 2, 3, 4, 5))
@@ -154,7 +154,7 @@ async fn credential_report_carries_seeded_backdated_dates() {
 
     let carol = row("carol");
     assert_eq!(
-        &*carol.arn,
+        carol.arn(),
         "arn:aws:iam::123456789012:user/engineering/carol"
     );
     assert_eq!(carol.password_last_used, Stamp::NoInformation);
@@ -243,7 +243,11 @@ async fn listed_key_dates_match_the_report_to_the_second() {
             "{}",
             user.name
         );
-        let row = report.rows.iter().find(|r| *r.user == *user.name).unwrap();
+        let row = report
+            .rows
+            .iter()
+            .find(|r| *r.user() == *user.name)
+            .unwrap();
         for (key, slot) in keys.iter().zip(&row.access_keys) {
             assert_eq!(
                 Stamp::At(key.create_date),
@@ -417,7 +421,11 @@ async fn writes_end_in_the_right_state_despite_throttling_and_dropped_connection
         assert_eq!(now.keys.len(), 1, "{}", user.name);
         assert_eq!(now.keys[0].id, user.keys[0]);
         assert_eq!(now.keys[0].status, "Inactive", "{}", user.name);
-        let row = report.rows.iter().find(|r| *r.user == *user.name).unwrap();
+        let row = report
+            .rows
+            .iter()
+            .find(|r| *r.user() == *user.name)
+            .unwrap();
         assert_eq!(row.password_enabled, Flag::False);
         assert!(!row.access_keys[0].active);
     }

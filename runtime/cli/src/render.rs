@@ -236,7 +236,7 @@ pub fn human(
                 let ai = action_of[i];
                 let by = ai
                     .filter(|ai| superseded.contains(&(pi, *ai)))
-                    .and_then(|_| deleting.get(&(&*f.user, f.credential)).copied());
+                    .and_then(|_| deleting.get(&(f.user(), f.credential)).copied());
                 let (sym, style, what) =
                     verdict(p, ai.map(|ai| &p.actions[ai]), refusal_of[i], f, by);
                 // The verdict quotes refusal messages, plugin reasons and policy names.
@@ -244,7 +244,7 @@ pub fn human(
                     sym,
                     style,
                     what: for_terminal(&what).into_owned(),
-                    user: for_terminal(&f.user),
+                    user: for_terminal(f.user()),
                     cred: cred(f),
                     reason: Cow::Owned(for_terminal(&f.reason()).into_owned()),
                     notify: ai

@@ -106,7 +106,7 @@ pub fn finding_id(account: &str, f: &Finding) -> String {
     format!(
         "engine/{account}/{}/{}/{credential}",
         f.rule.as_str(),
-        f.user
+        f.user()
     )
 }
 
@@ -160,11 +160,13 @@ pub fn exports(
         let title = match f.rule {
             Rule::Cis14 => format!(
                 "IAM access key not rotated in {} days ({})",
-                f.threshold_days, f.user
+                f.threshold_days,
+                f.user()
             ),
             Rule::Cis13 => format!(
                 "IAM credentials unused for {} days or more ({})",
-                f.threshold_days, f.user
+                f.threshold_days,
+                f.user()
             ),
         };
         let mut fields = BTreeMap::from([
@@ -221,7 +223,7 @@ pub fn exports(
                 description: f.reason(),
                 control: control(f.rule, f.threshold_days).to_string(),
                 requirements: requirements(f),
-                user_arn: f.arn.to_string(),
+                user_arn: f.arn().to_string(),
                 key_id: f.key_id.clone(),
                 remediation,
                 fields,

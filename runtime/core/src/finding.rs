@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::name::Name;
+use crate::name::UserNames;
 use crate::policy::Rule;
 
 /// Which credential of a user a finding is about.
@@ -134,16 +134,16 @@ impl Stage {
 /// thousands of findings, most of which nobody reads one by one. Read back,
 /// the JSON's `reason` and `controls` are ignored and derived again.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "FindingIn")]
 pub struct Finding {
     /// The account the credential is in (a live account); absent for a
     /// report file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<Arc<str>>,
     pub policy: Arc<str>,
     pub rule: Rule,
-    /// Shared with the report row: a finding costs no copy of the names.
-    pub user: Name,
-    pub arn: Name,
+    /// The user's name and ARN ([`Finding::user`], [`Finding::arn`]),
+    /// shared with the report row: a finding costs no copy of them.
+    pub names: UserNames,
     pub credential: Credential,
     /// The access key id, once resolved against the account (`None` from a report file).
     pub key_id: Option<String>,
@@ -160,24 +160,81 @@ pub struct Finding {
     pub protected: Option<Protection>,
     /// The report's `user_creation_time`: the user's identity. Before a write,
     /// the user must still have been created then (not deleted and re-created).
-    #[serde(default)]
     pub user_created: Option<DateTime<Utc>>,
     /// When the report says the credential was created: a key's
     /// `last_rotated`, a password's `password_last_changed`. Before a write,
     /// the credential must not be newer than this (not replaced since).
-    #[serde(default)]
     pub credential_created: Option<DateTime<Utc>>,
     /// Where it stands: due (past the threshold), upcoming, or deactivated
     /// by the engine and pending deletion.
-    #[serde(default)]
     pub stage: Stage,
     /// When the engine deactivated this access key (from its journal), if
     /// it did; the key may have been reactivated since.
-    #[serde(default)]
     pub deactivated_at: Option<DateTime<Utc>>,
 }
 
+/// A finding as read back from JSON: its names as strings (`reason`,
+/// `controls` and `due_at` are derived, so ignored).
+#[derive(Deserialize)]
+struct FindingIn {
+    #[serde(default)]
+    account: Option<Arc<str>>,
+    policy: Arc<str>,
+    rule: Rule,
+    user: String,
+    arn: String,
+    credential: Credential,
+    key_id: Option<String>,
+    timestamp: DateTime<Utc>,
+    basis: Basis,
+    age_days: i64,
+    threshold_days: u32,
+    exempt: bool,
+    protected: Option<Protection>,
+    #[serde(default)]
+    user_created: Option<DateTime<Utc>>,
+    #[serde(default)]
+    credential_created: Option<DateTime<Utc>>,
+    #[serde(default)]
+    stage: Stage,
+    #[serde(default)]
+    deactivated_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<FindingIn> for Finding {
+    type Error = &'static str;
+    fn try_from(f: FindingIn) -> Result<Finding, &'static str> {
+        Ok(Finding {
+            names: UserNames::try_new(&f.user, &f.arn)
+                .ok_or("a user name and ARN that reach 4 GiB")?,
+            account: f.account,
+            policy: f.policy,
+            rule: f.rule,
+            credential: f.credential,
+            key_id: f.key_id,
+            timestamp: f.timestamp,
+            basis: f.basis,
+            age_days: f.age_days,
+            threshold_days: f.threshold_days,
+            exempt: f.exempt,
+            protected: f.protected,
+            user_created: f.user_created,
+            credential_created: f.credential_created,
+            stage: f.stage,
+            deactivated_at: f.deactivated_at,
+        })
+    }
+}
+
 impl Finding {
+    pub fn user(&self) -> &str {
+        self.names.user()
+    }
+
+    pub fn arn(&self) -> &str {
+        self.names.arn()
+    }
+
     /// When it crosses (or crossed) the threshold: `timestamp` plus the
     /// threshold.
     pub fn due_at(&self) -> DateTime<Utc> {
@@ -239,8 +296,8 @@ impl Serialize for Finding {
             account: &self.account,
             policy: &self.policy,
             rule: self.rule,
-            user: &self.user,
-            arn: &self.arn,
+            user: self.user(),
+            arn: self.arn(),
             credential: self.credential,
             key_id: &self.key_id,
             timestamp: self.timestamp,

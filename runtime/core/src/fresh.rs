@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::finding::Finding;
-use crate::name::Name;
+use crate::name::UserNames;
 use crate::policy::Policy;
 use crate::report::{AccessKey, CredentialReport, CredentialRow, Flag, Stamp};
 use crate::rules;
@@ -52,6 +52,8 @@ pub enum FreshError {
     TooManyKeys { user: String, count: usize },
     #[error("IAM answered with an empty user name")]
     EmptyName,
+    #[error("IAM answered with a user name and ARN that reach 4 GiB")]
+    TooLong,
 }
 
 /// A one-row report made from a [`FreshUser`], and which key is in which slot.
@@ -105,8 +107,7 @@ impl FreshReport {
         let row = CredentialRow {
             // Not from a report file: there is no line.
             line: 0,
-            user: Name::from(user.name.as_str()),
-            arn: Name::from(user.arn.as_str()),
+            names: UserNames::try_new(&user.name, &user.arn).ok_or(FreshError::TooLong)?,
             user_creation_time: Stamp::At(user.created),
             password_enabled,
             password_last_used,

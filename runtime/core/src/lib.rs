@@ -21,7 +21,7 @@ pub mod snapshot;
 pub mod text;
 
 pub use finding::{Basis, Control, Credential, Finding, Protection, Stage};
-pub use name::Name;
+pub use name::{Name, UserNames};
 pub use plan::{
     ActionKind, DenyReason, FailureKind, Grants, Plan, PlannedAction, PolicyFailure, PolicyPlan,
     Proposal, Refusal, Summary,

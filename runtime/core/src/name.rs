@@ -1,12 +1,15 @@
-//! [`Name`]: a user name or ARN of a credential report, shared.
+//! [`Name`] and [`UserNames`]: the user names and ARNs of a credential
+//! report, shared.
 //!
 //! A report of 100,000 users has 200,000 names, and every finding carries
-//! its user's two. Parsing keeps all of a report's names in one text and
-//! each name is a range of it: no allocation per row, one free for the
-//! whole report, and a finding's copy of a name is a reference count. The
-//! text is filled while the rows are read and fixed once the last one is
-//! ([`Text`]). A name made from a string alone (a test, a plan read back)
-//! has a text of its own.
+//! its user's two. Parsing keeps all of a report's names in one text: a
+//! row's user name and ARN are two ranges of it side by side
+//! ([`UserNames`]). No allocation per row, one free for the whole report,
+//! and a finding's copy of both names is one reference count. The text is
+//! filled while the rows are read and fixed once the last one is
+//! ([`Text`]). A [`Name`] is one range (a planned action's user, say); a
+//! name made from a string alone (a test, a plan read back) has a text of
+//! its own.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -30,21 +33,24 @@ const WHOLE: u32 = u32::MAX;
 
 impl Name {
     pub fn as_str(&self) -> &str {
-        // A report's names are read only once it is parsed (`Text::finish`
-        // runs before `CredentialReport::parse` returns them), and their
-        // ranges are whole strings appended to the text, which never
-        // changes after. A name read otherwise is a bug of this module: it
-        // panics rather than read as some other string.
-        let text = self
-            .text
-            .get()
-            .expect("a report's names are read only once it is parsed");
+        let text = fixed(&self.text);
         let start = self.start as usize;
         match self.end {
             WHOLE => &text[start..],
             end => &text[start..end as usize],
         }
     }
+}
+
+/// The text of a name, once fixed.
+fn fixed(text: &OnceLock<String>) -> &str {
+    // A report's names are read only once it is parsed (`Text::finish`
+    // runs before `CredentialReport::parse` returns them), and their
+    // ranges are whole strings appended to the text, which never changes
+    // after. A name read otherwise is a bug of this module: it panics
+    // rather than read as some other string.
+    text.get()
+        .expect("a report's names are read only once it is parsed")
 }
 
 impl Deref for Name {
@@ -108,6 +114,87 @@ impl<'de> serde::Deserialize<'de> for Name {
     }
 }
 
+/// A user's name and ARN, side by side in one text: one reference count
+/// for both. A report row holds its user's, and every finding about the
+/// user shares them.
+#[derive(Clone)]
+pub struct UserNames {
+    text: Arc<OnceLock<String>>,
+    start: u32,
+    /// Where the user name ends and the ARN starts.
+    split: u32,
+    end: u32,
+}
+
+impl UserNames {
+    /// A user name and ARN with a text of their own.
+    ///
+    /// # Panics
+    /// If the two together reach 4 GiB ([`UserNames::try_new`] does not).
+    pub fn new(user: &str, arn: &str) -> UserNames {
+        UserNames::try_new(user, arn).expect("a user name and ARN under 4 GiB")
+    }
+
+    /// A user name and ARN with a text of their own; `None` if the two
+    /// together reach 4 GiB.
+    pub fn try_new(user: &str, arn: &str) -> Option<UserNames> {
+        let mut text = Text::with_capacity(user.len() + arn.len());
+        let names = text.push_pair(user, arn)?;
+        text.finish();
+        Some(names)
+    }
+
+    pub fn user(&self) -> &str {
+        &fixed(&self.text)[self.start as usize..self.split as usize]
+    }
+
+    pub fn arn(&self) -> &str {
+        &fixed(&self.text)[self.split as usize..self.end as usize]
+    }
+
+    /// The user name as a [`Name`] of the same text.
+    pub fn user_name(&self) -> Name {
+        Name {
+            text: Arc::clone(&self.text),
+            start: self.start,
+            end: self.split,
+        }
+    }
+
+    /// The ARN as a [`Name`] of the same text.
+    pub fn arn_name(&self) -> Name {
+        Name {
+            text: Arc::clone(&self.text),
+            start: self.split,
+            end: self.end,
+        }
+    }
+}
+
+impl PartialEq for UserNames {
+    fn eq(&self, other: &UserNames) -> bool {
+        self.user() == other.user() && self.arn() == other.arn()
+    }
+}
+
+impl Eq for UserNames {}
+
+impl Hash for UserNames {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.user().hash(state);
+        self.arn().hash(state);
+    }
+}
+
+impl fmt::Debug for UserNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserNames")
+            .field("user", &self.user())
+            .field("arn", &self.arn())
+            .finish()
+    }
+}
+
 /// The text the names of one report share, while it is written: names are
 /// handed out as their strings are appended, and must not be read before
 /// [`Text::finish`] has fixed the text (the rows holding them are returned
@@ -125,18 +212,26 @@ impl Text {
         }
     }
 
-    /// Append `s` and name it; `None` once the text reaches 4 GiB.
-    pub(crate) fn push(&mut self, s: &str) -> Option<Name> {
-        let start = u32::try_from(self.text.len()).ok()?;
-        self.text.push_str(s);
-        let end = u32::try_from(self.text.len())
-            .ok()
-            .filter(|&e| e != WHOLE)?;
-        Some(Name {
+    /// Append a user name and its ARN, as one [`UserNames`]; `None` once
+    /// the text reaches 4 GiB.
+    pub(crate) fn push_pair(&mut self, user: &str, arn: &str) -> Option<UserNames> {
+        let start = self.offset()?;
+        self.text.push_str(user);
+        let split = self.offset()?;
+        self.text.push_str(arn);
+        let end = self.offset()?;
+        Some(UserNames {
             text: Arc::clone(&self.shared),
             start,
+            split,
             end,
         })
+    }
+
+    /// The length of the text so far, as the end of a range (never
+    /// [`WHOLE`]).
+    fn offset(&self) -> Option<u32> {
+        u32::try_from(self.text.len()).ok().filter(|&e| e != WHOLE)
     }
 
     /// Fix the text: every name handed out reads its range of it from now on.
@@ -149,18 +244,16 @@ impl Text {
 
 #[cfg(test)]
 mod tests {
-    use super::{Name, Text};
+    use super::{Name, Text, UserNames};
 
     #[test]
     fn names_of_one_text_are_their_ranges() {
         let mut text = Text::with_capacity(4);
-        let names: Vec<Name> = ["alice", "Arn:é", ""]
-            .into_iter()
-            .map(|s| text.push(s).expect("fits"))
-            .collect();
+        let pair = text.push_pair("alice", "Arn:é").expect("fits");
         text.finish();
+        let names = [pair.user_name(), pair.arn_name()];
         let strs: Vec<&str> = names.iter().map(Name::as_str).collect();
-        assert_eq!(strs, ["alice", "Arn:é", ""]);
+        assert_eq!(strs, ["alice", "Arn:é"]);
         assert_eq!(names[0], Name::from("alice"));
         assert_eq!(format!("{} {:?}", names[1], names[1]), "Arn:é \"Arn:é\"");
         let json = serde_json::to_string(&names[1]).expect("json");
@@ -168,5 +261,31 @@ mod tests {
         let back: Name = serde_json::from_str(&json).expect("json");
         assert_eq!(back, names[1]);
         assert_eq!(Name::from("x".repeat(70)).len(), 70);
+    }
+
+    #[test]
+    fn a_user_and_arn_share_one_text_and_read_apart() {
+        let mut text = Text::with_capacity(8);
+        let before = text.push_pair("x", "").expect("fits");
+        let pair = text
+            .push_pair("bob", "arn:aws:iam::1:user/bob")
+            .expect("fits");
+        let empty = text.push_pair("", "").expect("fits");
+        text.finish();
+        assert_eq!((before.user(), before.arn()), ("x", ""));
+        assert_eq!(
+            (pair.user(), pair.arn()),
+            ("bob", "arn:aws:iam::1:user/bob")
+        );
+        assert_eq!((empty.user(), empty.arn()), ("", ""));
+        assert_eq!(pair.user_name(), Name::from("bob"));
+        assert_eq!(pair.arn_name().as_str(), "arn:aws:iam::1:user/bob");
+        let own = UserNames::new("bob", "arn:aws:iam::1:user/bob");
+        assert_eq!(own, pair);
+        assert_ne!(own, UserNames::new("bo", "barn:aws:iam::1:user/bob"));
+        assert_eq!(
+            format!("{own:?}"),
+            r#"UserNames { user: "bob", arn: "arn:aws:iam::1:user/bob" }"#
+        );
     }
 }

@@ -336,7 +336,7 @@ pub fn check_proposals(
         } else if finding.exempt {
             Some((
                 DenyReason::Exempt,
-                format!("user {:?} is exempt under this policy", finding.user),
+                format!("user {:?} is exempt under this policy", finding.user()),
             ))
         } else if grants.require_key_id
             && finding.credential.is_access_key()
@@ -353,7 +353,7 @@ pub fn check_proposals(
             Some((reason, message)) => refused.push(Refusal {
                 policy: grants.policy.to_string(),
                 action: p.kind,
-                user: finding.user.to_string(),
+                user: finding.user().to_string(),
                 credential: finding.credential,
                 key_id: finding.key_id.clone(),
                 finding: idx,
@@ -387,8 +387,8 @@ fn planned(policy: &str, f: &Finding, idx: usize, p: &Proposal) -> PlannedAction
             policy.into()
         },
         action: p.kind,
-        user: f.user.clone(),
-        arn: f.arn.clone(),
+        user: f.names.user_name(),
+        arn: f.names.arn_name(),
         credential: f.credential,
         key_id: f.key_id.clone(),
         finding: idx,

@@ -118,14 +118,14 @@ pub struct PasswordNow {
 /// stale one), and for cis-1.3 it must still be unused for the threshold.
 pub fn password(f: &Finding, now_seen: &PasswordNow, now: DateTime<Utc>) -> Verdict {
     let Some(created) = now_seen.user_created else {
-        return Verdict::Skip(format!("user {} no longer exists", f.user));
+        return Verdict::Skip(format!("user {} no longer exists", f.user()));
     };
     match f.user_created {
         Some(was) if was.timestamp() == created.timestamp() => {}
         Some(was) => {
             return Verdict::Skip(format!(
                 "user {} was created at {}, not at {} as the report says: deleted and re-created since",
-                f.user,
+                f.user(),
                 stamp(created),
                 stamp(was)
             ));
@@ -133,7 +133,7 @@ pub fn password(f: &Finding, now_seen: &PasswordNow, now: DateTime<Utc>) -> Verd
         None => {
             return Verdict::Skip(format!(
                 "the plan does not say when user {} was created, so it cannot be told apart from a re-created one",
-                f.user
+                f.user()
             ));
         }
     }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::name::{Name, Text};
+use crate::name::{Text, UserNames};
 
 /// The row of the account's root user.
 pub const ROOT_USER: &str = "<root_account>";
@@ -149,8 +149,8 @@ pub struct AccessKey {
 pub struct CredentialRow {
     /// The line of the report this row starts on (1-based, header is line 1).
     pub line: u64,
-    pub user: Name,
-    pub arn: Name,
+    /// The user's name and ARN ([`CredentialRow::user`], [`CredentialRow::arn`]).
+    pub names: UserNames,
     pub user_creation_time: Stamp,
     pub password_enabled: Flag,
     pub password_last_used: Stamp,
@@ -159,8 +159,16 @@ pub struct CredentialRow {
 }
 
 impl CredentialRow {
+    pub fn user(&self) -> &str {
+        self.names.user()
+    }
+
+    pub fn arn(&self) -> &str {
+        self.names.arn()
+    }
+
     pub fn is_root(&self) -> bool {
-        &*self.user == ROOT_USER
+        self.user() == ROOT_USER
     }
 }
 
@@ -267,8 +275,8 @@ impl CredentialReport {
         for r in &self.rows {
             let k = &r.access_keys;
             let _ = w.write_record([
-                &*r.user,
-                &*r.arn,
+                r.user(),
+                r.arn(),
                 &r.user_creation_time.render(),
                 r.password_enabled.render(),
                 &r.password_last_used.render(),
@@ -455,8 +463,7 @@ fn parse_row(
     };
     Ok(CredentialRow {
         line,
-        user: names.push(user).ok_or_else(too_large)?,
-        arn: names.push(text(1)?).ok_or_else(too_large)?,
+        names: names.push_pair(user, text(1)?).ok_or_else(too_large)?,
         user_creation_time: stamp(2)?,
         password_enabled: flag(3)?,
         password_last_used: stamp(4)?,

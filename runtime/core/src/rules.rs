@@ -203,7 +203,7 @@ fn evaluate_with(
         } else {
             return;
         };
-        let exempt = *exempt.get_or_insert_with(|| !row.is_root() && policy.is_exempt(&row.user));
+        let exempt = *exempt.get_or_insert_with(|| !row.is_root() && policy.is_exempt(row.user()));
         let mut f = finding(policy, row, credential, at, basis, now - at, exempt);
         f.stage = stage;
         out.push(f);
@@ -242,7 +242,7 @@ fn evaluate_with(
 /// (`follow_deactivated`); [`crate::snapshot::follow_deactivated`] keeps
 /// those its journal names.
 pub fn inactive_keys(policy: &Policy, row: &CredentialRow, now: DateTime<Utc>) -> Vec<Finding> {
-    let exempt = !row.is_root() && policy.is_exempt(&row.user);
+    let exempt = !row.is_root() && policy.is_exempt(row.user());
     key_slots(row)
         .into_iter()
         .filter(|(_, key)| !key.active)
@@ -310,8 +310,7 @@ fn finding(
         account: None,
         policy: policy.shared_name(),
         rule: policy.rule,
-        user: row.user.clone(),
-        arn: row.arn.clone(),
+        names: row.names.clone(),
         credential,
         key_id: None,
         timestamp: at,

@@ -25,8 +25,8 @@ pub struct AccessKeyMeta {
 pub fn users_needing_key_ids(findings: &[Finding]) -> Vec<String> {
     let mut users: Vec<String> = findings
         .iter()
-        .filter(|f| f.credential.is_access_key() && &*f.user != ROOT_USER)
-        .map(|f| f.user.to_string())
+        .filter(|f| f.credential.is_access_key() && f.user() != ROOT_USER)
+        .map(|f| f.user().to_string())
         .collect();
     users.sort();
     users.dedup();
@@ -41,20 +41,20 @@ pub fn resolve_key_ids(
     keys: &BTreeMap<String, Vec<AccessKeyMeta>>,
 ) -> Vec<String> {
     let rows: BTreeMap<&str, &crate::report::CredentialRow> =
-        report.rows.iter().map(|r| (&*r.user, r)).collect();
+        report.rows.iter().map(|r| (r.user(), r)).collect();
     let mut warnings = Vec::new();
     for f in findings.iter_mut() {
         let Some(slot) = f.credential.slot() else {
             continue;
         };
-        if &*f.user == ROOT_USER {
+        if f.user() == ROOT_USER {
             continue;
         }
-        let Some(listed) = keys.get(&*f.user) else {
+        let Some(listed) = keys.get(f.user()) else {
             continue;
         };
         let rotated = rows
-            .get(&*f.user)
+            .get(f.user())
             .and_then(|r| r.access_keys[usize::from(slot) - 1].last_rotated.time());
         let Some(rotated) = rotated else { continue };
         // Twin slots: both keys of the report share one `last_rotated` second.
@@ -62,12 +62,12 @@ pub fn resolve_key_ids(
         // is listed now (the other was deleted since): that one may be the
         // twin in daily use.
         let other = rows
-            .get(&*f.user)
+            .get(f.user())
             .and_then(|r| r.access_keys[2 - usize::from(slot)].last_rotated.time());
         if other.is_some_and(|o| o.timestamp() == rotated.timestamp()) {
             warnings.push(format!(
                 "{} {}: both access key slots of the report were created at {}, so which key is this slot cannot be told; neither is acted on",
-                f.user,
+                f.user(),
                 f.credential,
                 rotated.to_rfc3339()
             ));
@@ -81,13 +81,13 @@ pub fn resolve_key_ids(
             [one] => f.key_id = Some(one.id.clone()),
             [] => warnings.push(format!(
                 "{} {}: no access key was created at {} (the report's last_rotated); it was rotated or deleted since the report, so it is left alone",
-                f.user,
+                f.user(),
                 f.credential,
                 rotated.to_rfc3339()
             )),
             many => warnings.push(format!(
                 "{} {}: {} access keys were created at {}, cannot tell which is this slot; none is acted on",
-                f.user,
+                f.user(),
                 f.credential,
                 many.len(),
                 rotated.to_rfc3339()
@@ -139,7 +139,7 @@ pub fn protect(findings: &mut [Finding], own: &Own, declared: &[String]) -> usiz
         let own_user = own
             .user
             .as_deref()
-            .is_some_and(|u| u.eq_ignore_ascii_case(&f.user));
+            .is_some_and(|u| u.eq_ignore_ascii_case(f.user()));
         let own_key = f.key_id.is_some() && f.key_id == own.key_id;
         let listed = f
             .key_id

@@ -82,7 +82,7 @@ fn the_row_is_what_a_report_would_say() {
     let [row] = fresh.report.rows.as_slice() else {
         panic!("one row: {:?}", fresh.report);
     };
-    assert_eq!(&*row.user, "alice");
+    assert_eq!(row.user(), "alice");
     assert_eq!(
         row.user_creation_time,
         Stamp::At(at("2024-01-01T00:00:00Z"))

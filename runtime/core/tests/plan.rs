@@ -1,6 +1,7 @@
 //! The host's checks on plugin proposals: the last gate before anything is deleted.
 
 use chrono::{DateTime, Utc};
+use engine_core::UserNames;
 use engine_core::finding::{Basis, Credential, Finding, Protection, Stage};
 use engine_core::plan::{ActionKind, DenyReason, FailureKind, Grants, Proposal, check_proposals};
 use engine_core::policy::Rule;
@@ -11,8 +12,7 @@ fn finding(user: &str, credential: Credential) -> Finding {
         account: None,
         policy: "p".into(),
         rule: Rule::Cis14,
-        user: user.into(),
-        arn: format!("arn:aws:iam::1:user/{user}").into(),
+        names: UserNames::new(user, &format!("arn:aws:iam::1:user/{user}")),
         credential,
         key_id: Some(format!("AKIA{}", user.to_uppercase())),
         timestamp: t,

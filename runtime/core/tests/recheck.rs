@@ -1,6 +1,7 @@
 //! The last look before a write: every reason to hold back, and the one to go.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use engine_core::UserNames;
 use engine_core::plan::ActionKind;
 use engine_core::policy::Rule;
 use engine_core::recheck::{self, PasswordNow, Verdict};
@@ -18,8 +19,7 @@ fn key_finding(rule: Rule) -> Finding {
         account: None,
         policy: "p".into(),
         rule,
-        user: "alice".into(),
-        arn: "arn:aws:iam::1:user/alice".into(),
+        names: UserNames::new("alice", "arn:aws:iam::1:user/alice"),
         credential: Credential::AccessKey1,
         key_id: Some("AKIAALICE1".into()),
         timestamp: t("2026-08-30T14:00:00Z"),

@@ -27,7 +27,7 @@ fn parses_the_shipped_example() {
     let r = CredentialReport::parse(&bytes).unwrap();
     assert_eq!(r.rows.len(), 13);
     assert!(r.rows[0].is_root());
-    assert_eq!(&*r.rows[5].user, "ci,deploy=bot");
+    assert_eq!(r.rows[5].user(), "ci,deploy=bot");
 }
 
 #[test]
@@ -35,7 +35,7 @@ fn values_true_false_na_timestamps() {
     let r = parse(&format!("{HEADER}\n{ALICE}\n")).unwrap();
     let a = &r.rows[0];
     assert_eq!(a.line, 2);
-    assert_eq!(&*a.user, "alice");
+    assert_eq!(a.user(), "alice");
     assert_eq!(a.password_enabled, Flag::True);
     assert_eq!(a.password_last_used, Stamp::At(t("2026-11-25T08:30:00Z")));
     assert!(a.access_keys[0].active);
@@ -80,9 +80,9 @@ fn quoted_names_with_every_allowed_character() {
         1,
     );
     let r = parse(&format!("{HEADER}\n{row}\n")).unwrap();
-    assert_eq!(&*r.rows[0].user, name);
+    assert_eq!(r.rows[0].user(), name);
     assert_eq!(
-        &*r.rows[0].arn,
+        r.rows[0].arn(),
         format!("arn:aws:iam::1:user/{name}").as_str()
     );
 }
@@ -95,8 +95,8 @@ fn crlf_and_bom() {
     );
     let r = parse(&text).unwrap();
     assert_eq!(r.rows.len(), 2);
-    assert_eq!(&*r.rows[0].user, "alice");
-    assert_eq!(&*r.rows[1].user, "bob");
+    assert_eq!(r.rows[0].user(), "alice");
+    assert_eq!(r.rows[1].user(), "bob");
     assert_eq!(r.rows[0].line, 2);
     assert_eq!(r.rows[1].line, 3);
     let short = ALICE.rsplit_once(',').unwrap().0;

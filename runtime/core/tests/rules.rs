@@ -1,6 +1,7 @@
 //! Rule semantics at the boundaries: one hour either side of every threshold.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use engine_core::UserNames;
 use engine_core::finding::{Basis, Credential, Protection};
 use engine_core::policy::{self, PolicyFile, PolicySet};
 use engine_core::report::{AccessKey, CredentialReport, CredentialRow, Flag, Stamp};
@@ -48,8 +49,7 @@ fn at(days_ago: i64, plus_hours: i64) -> Stamp {
 fn user(name: &str) -> CredentialRow {
     CredentialRow {
         line: 2,
-        user: name.into(),
-        arn: format!("arn:aws:iam::123456789012:user/{name}").into(),
+        names: UserNames::new(name, &format!("arn:aws:iam::123456789012:user/{name}")),
         user_creation_time: at(1000, 0),
         password_enabled: Flag::False,
         password_last_used: Stamp::NotApplicable,
@@ -72,7 +72,7 @@ fn run(p: &Policy, rows: Vec<CredentialRow>) -> Vec<Finding> {
 
 fn creds(f: &[Finding]) -> Vec<(String, Credential)> {
     f.iter()
-        .map(|f| (f.user.to_string(), f.credential))
+        .map(|f| (f.user().to_string(), f.credential))
         .collect()
 }
 
@@ -238,7 +238,7 @@ fn thresholds_are_per_policy() {
 #[test]
 fn root_is_reported_and_protected() {
     let mut root = user("<root_account>");
-    root.arn = "arn:aws:iam::123456789012:root".into();
+    root.names = UserNames::new("<root_account>", "arn:aws:iam::123456789012:root");
     root.password_enabled = Flag::NotSupported;
     root.password_last_used = at(200, 0);
     root.password_last_changed = Stamp::NotSupported;
@@ -303,7 +303,7 @@ fn findings_carry_controls_and_identity() {
     );
     let f = &f14[0];
     assert_eq!(&*f.policy, "rotate");
-    assert_eq!(&*f.arn, "arn:aws:iam::123456789012:user/alice");
+    assert_eq!(f.arn(), "arn:aws:iam::123456789012:user/alice");
     assert_eq!(f.key_id, None);
     assert_eq!(Stamp::At(f.timestamp), at(100, 0));
     assert_eq!(f.age_days, 100);
@@ -332,7 +332,7 @@ fn warned(rule: &str, days: u32, warn: u32) -> Policy {
 }
 
 fn stages(f: &[Finding]) -> Vec<(String, Stage)> {
-    f.iter().map(|f| (f.user.to_string(), f.stage)).collect()
+    f.iter().map(|f| (f.user().to_string(), f.stage)).collect()
 }
 
 #[test]

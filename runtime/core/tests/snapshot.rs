@@ -83,7 +83,7 @@ fn slots_match_by_create_date_to_the_second() {
     let id = |user: &str, c: Credential| {
         findings
             .iter()
-            .filter(|f| &*f.user == user && f.credential == c)
+            .filter(|f| f.user() == user && f.credential == c)
             .map(|f| f.key_id.clone())
             .collect::<Vec<_>>()
     };
@@ -126,7 +126,7 @@ fn slots_match_by_create_date_to_the_second() {
     assert!(
         findings
             .iter()
-            .filter(|f| &*f.user == "<root_account>")
+            .filter(|f| f.user() == "<root_account>")
             .all(|f| f.key_id.is_none())
     );
 }
@@ -143,7 +143,7 @@ fn twin_slots_stay_ambiguous_when_one_twin_is_gone() {
         vec![key("AKIACAROL1", "2025-03-01T10:00:00Z")],
     );
     let warnings = resolve_key_ids(&mut findings, &report, &keys);
-    let carol: Vec<_> = findings.iter().filter(|f| &*f.user == "carol").collect();
+    let carol: Vec<_> = findings.iter().filter(|f| f.user() == "carol").collect();
     assert_eq!(carol.len(), 4, "two rules x two slots");
     assert!(carol.iter().all(|f| f.key_id.is_none()), "{carol:?}");
     assert_eq!(
@@ -199,19 +199,19 @@ fn every_key_of_the_user_the_engine_runs_as_is_protected() {
     assert_eq!(own.user.as_deref(), Some("ALICE"));
     protect(&mut findings, &own, &[]);
     for f in &findings {
-        let alice_key = &*f.user == "alice" && f.credential.is_access_key();
+        let alice_key = f.user() == "alice" && f.credential.is_access_key();
         assert_eq!(
             f.protected == Some(Protection::OwnKey),
             alice_key,
             "{} {}",
-            f.user,
+            f.user(),
             f.credential
         );
     }
     assert!(
         findings
             .iter()
-            .any(|f| &*f.user == "alice" && f.key_id.as_deref() == Some("AKIAALICE1"))
+            .any(|f| f.user() == "alice" && f.key_id.as_deref() == Some("AKIAALICE1"))
     );
 }
 
@@ -232,7 +232,7 @@ fn keys_listed_in_protect_access_keys_are_protected() {
     assert!(
         findings
             .iter()
-            .filter(|f| &*f.user == "<root_account>")
+            .filter(|f| f.user() == "<root_account>")
             .all(|f| f.protected == Some(Protection::Root))
     );
 }

@@ -481,7 +481,7 @@ impl Journal {
                 stmt.execute(params![
                     run,
                     f.policy,
-                    f.user.as_str(),
+                    f.user(),
                     f.credential.as_str(),
                     f.key_id,
                     f.age_days,

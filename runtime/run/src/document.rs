@@ -209,7 +209,7 @@ impl Document {
                     )
                 })?;
                 let f = &self.findings[a.finding];
-                if *f.user != *a.user || f.credential != a.credential || f.key_id != a.key_id {
+                if *f.user() != *a.user || f.credential != a.credential || f.key_id != a.key_id {
                     return Err(format!(
                         "action on {} {} does not match its finding {}",
                         a.user, a.credential, a.finding

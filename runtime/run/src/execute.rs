@@ -574,8 +574,8 @@ pub fn rederive(plan: Plan, set: &PolicySet, own: &Own) -> Result<Plan, String> 
         pp.mode = policy.mode;
         pp.plugin = policy.action.clone();
         for f in &mut pp.findings {
-            let root = &*f.user == ROOT_USER;
-            f.exempt = !root && policy.is_exempt(&f.user);
+            let root = f.user() == ROOT_USER;
+            f.exempt = !root && policy.is_exempt(f.user());
             f.protected = root.then_some(Protection::Root);
         }
         snapshot::protect(&mut pp.findings, own, &policy.protect_access_keys);

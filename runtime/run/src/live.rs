@@ -234,7 +234,7 @@ pub async fn live(
             continue;
         }
         let users = snapshot::followed_users(&args.deactivated, &policy.name);
-        for row in report.rows.iter().filter(|r| users.contains(&*r.user)) {
+        for row in report.rows.iter().filter(|r| users.contains(r.user())) {
             findings.extend(engine_core::rules::inactive_keys(policy, row, now));
         }
     }

@@ -209,6 +209,7 @@ mod tests {
     use std::path::PathBuf;
 
     use chrono::TimeZone;
+    use engine_core::UserNames;
     use engine_core::finding::{Basis, Credential};
     use engine_core::policy::{self, Rule};
 
@@ -229,8 +230,7 @@ mod tests {
             account: None,
             policy: "old-keys".into(),
             rule: Rule::Cis14,
-            user: user.into(),
-            arn: format!("arn:aws:iam::123456789012:user/{user}").into(),
+            names: UserNames::new(user, &format!("arn:aws:iam::123456789012:user/{user}")),
             credential: Credential::AccessKey1,
             key_id: None,
             timestamp: now - chrono::Duration::days(age_days),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
+use engine_core::UserNames;
 use engine_core::finding::{Basis, Credential, Finding};
 use engine_core::policy::{self, LoadBounds, PluginConfig, PluginSource, Rule};
 use engine_wasm::cache::Cache;
@@ -44,8 +45,10 @@ fn findings(n: usize) -> Vec<Finding> {
             account: None,
             policy: "bench".into(),
             rule: Rule::Cis14,
-            user: format!("user-{i}").into(),
-            arn: format!("arn:aws:iam::123456789012:user/user-{i}").into(),
+            names: UserNames::new(
+                &format!("user-{i}"),
+                &format!("arn:aws:iam::123456789012:user/user-{i}"),
+            ),
             credential: if i % 3 == 0 {
                 Credential::AccessKey2
             } else {

@@ -47,8 +47,8 @@ macro_rules! conversions {
 
         pub(crate) fn finding($f: &Finding) -> wit::Finding {
             wit::Finding {
-                user: $f.user.to_string(),
-                arn: $f.arn.to_string(),
+                user: $f.user().to_string(),
+                arn: $f.arn().to_string(),
                 credential: match $f.credential {
                     Credential::Password => wit::Credential::Password,
                     Credential::AccessKey1 => wit::Credential::AccessKey1,

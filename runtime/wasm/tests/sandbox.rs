@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use engine_core::UserNames;
 use engine_core::finding::{Basis, Credential, Finding, Protection};
 use engine_core::plan::{self, ActionKind, DenyReason, FailureKind, Grants, Proposal};
 use engine_core::policy::{
@@ -98,8 +99,7 @@ fn finding(user: &str, credential: Credential, age_days: i64) -> Finding {
         } else {
             Rule::Cis14
         },
-        user: user.into(),
-        arn: format!("arn:aws:iam::123456789012:user/{user}").into(),
+        names: UserNames::new(user, &format!("arn:aws:iam::123456789012:user/{user}")),
         credential,
         key_id: credential
             .is_access_key()
