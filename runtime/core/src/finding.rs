@@ -317,3 +317,77 @@ impl Serialize for Finding {
         .serialize(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, day, 8, 30, 0)
+            .single()
+            .expect("valid date")
+    }
+
+    fn full() -> Finding {
+        Finding {
+            account: Some("123456789012".into()),
+            policy: "rotate".into(),
+            rule: Rule::Cis14,
+            names: UserNames::new("alice", "arn:aws:iam::123456789012:user/alice"),
+            credential: Credential::AccessKey2,
+            key_id: Some("AKIAEXAMPLE".into()),
+            timestamp: at(1),
+            basis: Basis::KeyLastRotated,
+            age_days: 120,
+            threshold_days: 90,
+            exempt: true,
+            protected: Some(Protection::Root),
+            user_created: Some(at(2)),
+            credential_created: Some(at(3)),
+            stage: Stage::Deactivated,
+            deactivated_at: Some(at(4)),
+        }
+    }
+
+    #[test]
+    fn a_finding_reads_back_as_it_was_written() {
+        let f = full();
+        let json = serde_json::to_value(&f).expect("json");
+        assert_eq!(json["user"], "alice");
+        assert_eq!(json["arn"], "arn:aws:iam::123456789012:user/alice");
+        assert!(json.get("names").is_none(), "names are two fields");
+        let back: Finding = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn an_older_finding_reads_with_its_defaults_and_derived_fields_ignored() {
+        let mut json = serde_json::to_value(full()).expect("json");
+        let obj = json.as_object_mut().expect("an object");
+        for key in [
+            "account",
+            "user_created",
+            "credential_created",
+            "stage",
+            "deactivated_at",
+        ] {
+            obj.remove(key);
+        }
+        obj.insert("reason".into(), "anything".into());
+        obj.insert("due_at".into(), "not even a time".into());
+        let back: Finding = serde_json::from_value(json).expect("reads");
+        assert_eq!(
+            back,
+            Finding {
+                account: None,
+                user_created: None,
+                credential_created: None,
+                stage: Stage::Due,
+                deactivated_at: None,
+                ..full()
+            }
+        );
+    }
+}

@@ -52,6 +52,8 @@ pub enum FreshError {
     TooManyKeys { user: String, count: usize },
     #[error("IAM answered with an empty user name")]
     EmptyName,
+    /// IAM's names are at most 64 characters and its ARNs 2,048: only a
+    /// broken answer gets here.
     #[error("IAM answered with a user name and ARN that reach 4 GiB")]
     TooLong,
 }
