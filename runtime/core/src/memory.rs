@@ -19,10 +19,18 @@
 /// Buffers of this size and more are advised.
 const LARGE: usize = 32 << 20;
 
+/// An empty vector with room for `capacity` elements, its buffer advised
+/// onto huge pages if it is [`LARGE`].
+pub(crate) fn with_capacity<T>(capacity: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(capacity);
+    advise_huge_pages(&mut v);
+    v
+}
+
 /// Ask the kernel to back the buffer of `v` with huge pages, if it is
 /// [`LARGE`]. Advice only: nothing changes if the kernel declines or does
 /// not know it, and the contents are never touched.
-pub(crate) fn advise_huge_pages<T>(v: &mut Vec<T>) {
+fn advise_huge_pages<T>(v: &mut Vec<T>) {
     #[cfg(target_os = "linux")]
     {
         let bytes = v.capacity().saturating_mul(size_of::<T>());

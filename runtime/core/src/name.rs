@@ -154,19 +154,19 @@ impl UserNames {
 
     /// The user name as a [`Name`] of the same text.
     pub fn user_name(&self) -> Name {
-        Name {
-            text: Arc::clone(&self.text),
-            start: self.start,
-            end: self.split,
-        }
+        self.name(self.start, self.split)
     }
 
     /// The ARN as a [`Name`] of the same text.
     pub fn arn_name(&self) -> Name {
+        self.name(self.split, self.end)
+    }
+
+    fn name(&self, start: u32, end: u32) -> Name {
         Name {
             text: Arc::clone(&self.text),
-            start: self.split,
-            end: self.end,
+            start,
+            end,
         }
     }
 }

@@ -244,8 +244,7 @@ impl CredentialReport {
         }
         // A row of a real report is well over 128 bytes: reserve once rather
         // than copy the rows on every growth of a 100,000-user report.
-        let mut rows = Vec::with_capacity(bytes.len() / 128);
-        crate::memory::advise_huge_pages(&mut rows);
+        let mut rows = crate::memory::with_capacity(bytes.len() / 128);
         // The user names and ARNs, kept in one text (a name and an ARN are
         // well under half a row).
         let mut names = Text::with_capacity(bytes.len() / 2);
